@@ -1,0 +1,222 @@
+"""The detector protocol, in River's spirit, and the types detectors read and return.
+
+A detector keeps its settings; the per-entity state it reads and writes is passed in, so one
+detector serves millions of entities and its state can be checkpointed or moved between
+workers. For each event the engine asks ``keys(obs)`` which states it touches, then for each
+key calls ``score_one`` (pure) before ``learn_one`` (the only place state changes), and
+finally ``combine`` turns the per-key verdicts into at most one verdict for the event.
+
+Keys are how cross-account detection scales out: a key such as ``dev:d-91`` gathers the
+accounts that used one device, wherever those accounts are partitioned. The streaming worker
+re-keys observations by these keys (as Kafka Streams repartitions), offline replay runs the
+same stages in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+
+from schemas.events import Event
+
+__all__ = [
+    "AccountProfile",
+    "Detector",
+    "DetectorBase",
+    "Observation",
+    "Verdict",
+    "new_profile",
+    "step",
+    "update_profile",
+]
+
+DAY = 86_400.0
+HOUR = 3_600.0
+
+
+class AccountProfile(msgspec.Struct, kw_only=True):
+    """What the engine knows of one account before the current event (bounded, picklable).
+
+    ``signup_*`` fields stay ``None`` for accounts created before the stream began.
+    """
+
+    first_t: float
+    last_t: float
+    signup_t: float | None = None
+    plan: str | None = None
+    email: str | None = None
+    device_id: str | None = None
+    card: str | None = None
+    signup_ip: str | None = None
+    converted: bool = False
+    units_total: float = 0.0
+    purchases: int = 0
+    refunds: int = 0
+    # order_id -> (purchase time, amount, units_total at purchase); the most recent few.
+    orders: dict[str, tuple[float, float, float]] = msgspec.field(default_factory=dict)
+    # event_id -> event time, for de-duplicating re-delivered events.
+    recent_ids: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+def new_profile(t: float) -> AccountProfile:
+    return AccountProfile(first_t=t, last_t=t)
+
+
+def update_profile(profile: AccountProfile, event: Event, t: float, *, max_orders: int = 16) -> None:
+    """Fold one event into the account's context (after the detectors have seen it)."""
+    profile.last_t = max(profile.last_t, t)
+    kind = event.kind
+    if kind == "usage":
+        profile.units_total += event.units
+    elif kind == "login":
+        return
+    elif kind == "signup":
+        profile.signup_t, profile.plan, profile.email = t, event.plan, event.email
+        profile.device_id, profile.card, profile.signup_ip = (
+            event.device_id, event.card_fingerprint, event.ip)
+        profile.converted = profile.converted or event.plan == "paid"
+    elif kind == "purchase":
+        profile.purchases += 1
+        profile.converted = True
+        profile.orders[event.order_id] = (t, event.amount, profile.units_total)
+        if len(profile.orders) > max_orders:
+            del profile.orders[next(iter(profile.orders))]
+    elif kind == "refund":
+        profile.refunds += 1
+
+
+@dataclass(slots=True)
+class Observation:
+    """One event as detectors see it: the event, its time, and the account's context."""
+
+    event: Event
+    t: float  # event time in epoch seconds (from ``ts``, never the wall clock)
+    seq: int  # position in its stream: breaks ties between events with the same ``t``
+    profile: AccountProfile
+
+    @property
+    def account_id(self) -> str:
+        return self.event.account_id
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a detector concludes about one event.
+
+    ``related_accounts`` are the other accounts the evidence ties to this one (a trial ring);
+    ``also_flag`` are accounts that the same evidence implicates and that should be flagged
+    too (earlier victims of one credential-stuffing IP, earlier refunders of one card).
+    """
+
+    score: float
+    reasons: tuple[str, ...]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    related_accounts: tuple[str, ...] = ()
+    also_flag: tuple[str, ...] = ()
+    severity: str | None = None  # None: derived from the score
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """The protocol every detector follows (see the module docstring)."""
+
+    name: str
+    threshold: float
+
+    def keys(self, obs: Observation) -> Sequence[str]: ...
+    def new_state(self, key: str) -> Any: ...
+    def score_one(self, state: Any, obs: Observation) -> Verdict | None: ...
+    def learn_one(self, state: Any, obs: Observation, verdict: Verdict | None) -> None: ...
+    def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None: ...
+    def expired(self, state: Any, now: float) -> bool: ...
+
+
+class DetectorBase:
+    """Shared behaviour: keyword settings, their repr, and a max-score ``combine``.
+
+    Subclasses set ``name`` and store every ``__init__`` keyword under the same name, as
+    River estimators do, so ``clone()`` and ``repr`` work.
+    """
+
+    name: ClassVar[str] = ""
+    threshold: float = 0.5
+
+    def _settings(self) -> dict[str, Any]:
+        import inspect
+
+        params = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in params if name != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+        return f"{type(self).__name__}({args})"
+
+    def clone(self, **overrides: Any) -> DetectorBase:
+        """A fresh detector with the same settings, some of them replaced."""
+        return type(self)(**{**self._settings(), **overrides})
+
+    def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
+        """Merge per-key verdicts: the highest score leads; reasons and accounts are unioned."""
+        kept = [v for v in verdicts if v.score >= self.threshold]
+        if not kept:
+            return None
+        kept.sort(key=lambda v: -v.score)
+        return Verdict(
+            score=kept[0].score,
+            reasons=_unique(r for v in kept for r in v.reasons),
+            evidence=_merge_evidence(kept),
+            related_accounts=_unique(a for v in kept for a in v.related_accounts),
+            also_flag=_unique(a for v in kept for a in v.also_flag),
+            severity=kept[0].severity,
+        )
+
+
+def _unique(items) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def _merge_evidence(verdicts: list[Verdict]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for verdict in verdicts:
+        for key, value in verdict.evidence.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def check_positive(**values: float) -> None:
+    """Raise a clear ``ValueError`` for settings that must be positive."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def check_unit_interval(**values: float) -> None:
+    """Raise a clear ``ValueError`` for settings that must lie in [0, 1]."""
+    for name, value in values.items():
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def step(detector: Detector, states: dict[str, Any], obs: Observation) -> Verdict | None:
+    """Run one observation through one detector: every key scored, then learned, then combined.
+
+    ``states`` maps key -> state for this detector. The streaming worker runs the loop body on
+    the partition that owns each key and ``combine`` where the account lives; this is the
+    same computation in one place.
+    """
+    keys = detector.keys(obs)
+    if not keys:
+        return None
+    verdicts = []
+    for key in keys:
+        state = states.get(key)
+        if state is None:
+            state = states[key] = detector.new_state(key)
+        verdict = detector.score_one(state, obs)
+        detector.learn_one(state, obs, verdict)
+        if verdict is not None:
+            verdicts.append(verdict)
+    return detector.combine(obs, verdicts) if verdicts else None

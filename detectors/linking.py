@@ -1,0 +1,80 @@
+"""Normalising the attributes that link accounts: mailboxes, email stems, subnets.
+
+>>> mailbox("J.Ohn.Smith+trial3@googlemail.com")
+'johnsmith@gmail.com'
+>>> mailbox("Alex+x@Example.org")
+'alex@example.org'
+>>> email_stem("alex.miller07@outlook.com")
+'alexmiller'
+>>> email_stem("bob@outlook.com") is None
+True
+>>> subnet24("203.0.113.77")
+'203.0.113'
+>>> is_disposable("x@mailinator.com"), is_disposable("x@gmail.com")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["DISPOSABLE_DOMAINS", "email_domain", "email_stem", "is_disposable", "mailbox", "subnet24"]
+
+_GMAIL = {"gmail.com", "googlemail.com"}
+_NOT_LETTERS = re.compile(r"[^a-z]")
+_MIN_STEM = 6  # shorter stems ("bob", "anna") collide between unrelated people
+
+# A seed list of throwaway-mail providers; operators extend it through settings.
+DISPOSABLE_DOMAINS = frozenset(
+    {
+        "10minutemail.com", "20minutemail.com", "33mail.com", "dispostable.com",
+        "emailondeck.com", "fakeinbox.com", "getairmail.com", "getnada.com",
+        "guerrillamail.com", "guerrillamail.net", "guerrillamailblock.com", "harakirimail.com",
+        "maildrop.cc", "mailinator.com", "mailnesia.com", "mintemail.com", "mohmal.com",
+        "mytemp.email", "sharklasers.com", "spamgourmet.com", "temp-mail.org", "tempail.com",
+        "tempmail.com", "tempmail.net", "tempr.email", "throwawaymail.com", "trashmail.com",
+        "trashmail.de", "yopmail.com", "yopmail.net", "burnermail.io", "discard.email",
+        "mailpoof.com", "moakt.com", "tmail.ws", "inboxkitten.com", "mail.tm", "tmpmail.org",
+    }
+)
+
+
+def _split(email: str) -> tuple[str, str]:
+    local, _, domain = email.strip().lower().rpartition("@")
+    return (local, domain) if local else (domain, "")
+
+
+def email_domain(email: str) -> str:
+    return _split(email)[1]
+
+
+def mailbox(email: str) -> str:
+    """The mailbox an address delivers to: ``+tags`` dropped, Gmail dots ignored."""
+    local, domain = _split(email)
+    local = local.split("+", 1)[0]
+    if domain in _GMAIL:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
+def email_stem(email: str) -> str | None:
+    """The letters of the local part, when long enough to tell people apart.
+
+    Numbered variants of one name (``alex.miller1``, ``alexmiller02``) share a stem.
+    """
+    local = _split(email)[0].split("+", 1)[0]
+    stem = _NOT_LETTERS.sub("", local)
+    return stem if len(stem) >= _MIN_STEM else None
+
+
+def is_disposable(email: str, domains: frozenset[str] = DISPOSABLE_DOMAINS) -> bool:
+    return email_domain(email) in domains
+
+
+def subnet24(ip: str) -> str | None:
+    """The /24 of an IPv4 address (``None`` for anything else; IPv6 uses its /48)."""
+    if ":" in ip:
+        parts = ip.split(":")
+        return ":".join(parts[:3]) if len(parts) >= 3 else None
+    parts = ip.split(".")
+    return ".".join(parts[:3]) if len(parts) == 4 else None

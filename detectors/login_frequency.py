@@ -1,0 +1,345 @@
+"""Login abuse: credential stuffing, brute force, account sharing, scripted logins.
+
+Logins are seen from four sides, each a key with its own bounded state:
+
+- ``ip:`` / ``dev:`` / ``net:`` keys see attempts against many accounts. One IP or device
+  failing against many distinct accounts in a short window, mostly failing, is credential
+  stuffing: every account it hit is flagged, and a success from it (a likely takeover) too.
+  An office NAT has many accounts too, but mostly successful logins.
+- ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
+  failure rate (``stats.EWMean``, never updated from flagged events) scales the brute-force
+  threshold; the rolling mean and variance of the gaps between logins (``utils.Rolling``)
+  expose machine-regular, scripted logins; the devices and countries of recent successful
+  logins, with the travel speed between countries, expose shared accounts.
+
+Examples
+--------
+>>> from detectors.testing import make_observation, run
+>>> attempts = [make_observation("login", account_id=f"victim{i}", ip="203.0.113.9",
+...     device_id=f"d{i}", success=False, t=30.0 * i) for i in range(8)]
+>>> flagged = list(run(LoginFrequency(), attempts))
+>>> flagged[0][0], flagged[0][1].also_flag
+('victim4', ('victim0', 'victim1', 'victim2', 'victim3'))
+>>> flagged[0][1].reasons[0]
+'IP 203.0.113.9 failed logins against 5 accounts in 60 min (100% of its attempts failed)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from river import stats, utils
+
+from detectors.base import (
+    HOUR,
+    DetectorBase,
+    Observation,
+    Verdict,
+    check_positive,
+    check_unit_interval,
+)
+from detectors.geo import distance_km
+from detectors.linking import subnet24
+
+__all__ = ["LoginFrequency"]
+
+_ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
+
+
+class EntityState(msgspec.Struct):
+    """Recent attempts on one IP, device or subnet: ``[t, account, success]`` rows."""
+
+    key: str
+    attempts: list[list[Any]] = msgspec.field(default_factory=list)
+    reported: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class AccountState:
+    """One account's recent logins and its learned baselines."""
+
+    __slots__ = ("failure_rate", "folded_t", "gap_mean", "gap_var", "key", "last_t", "logins",
+                 "n_gaps")
+
+    def __init__(self, key: str, window: int) -> None:
+        self.key = key
+        # (t, success, device, country, flagged), the last ``sharing_window_hours``
+        self.logins: list[tuple[float, bool, str, str | None, bool]] = []
+        self.failure_rate = stats.EWMean(fading_factor=0.05)
+        self.folded_t = float("-inf")  # logins up to here are in ``failure_rate``
+        self.gap_mean = utils.Rolling(stats.Mean, window_size=window)
+        self.gap_var = utils.Rolling(stats.Var, window_size=window)
+        self.n_gaps = 0
+        self.last_t: float | None = None
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, values):
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+class LoginFrequency(DetectorBase):
+    """Flag credential stuffing, brute force, shared accounts and scripted logins.
+
+    Parameters
+    ----------
+    window_minutes
+        Window for failures, per account and per IP/device/subnet.
+    stuffing_min_accounts
+        Distinct accounts one IP or device must fail against (twice that for a /24).
+    stuffing_min_failure_ratio
+        Share of the entity's attempts that failed, so a busy office NAT stays quiet.
+    brute_force_min_failures
+        Failures on one account in the window, for an account that rarely fails.
+    sharing_window_hours, sharing_min_devices, sharing_min_countries
+        Distinct devices and countries of successful logins that make a shared account.
+    max_speed_kmh
+        Faster travel between two successful logins is impossible travel.
+    scripted_intervals, scripted_max_cv
+        Gaps between logins compared, and their coefficient of variation below which the
+        rhythm is a machine's.
+    threshold
+        Score at which a verdict becomes a flag.
+    """
+
+    name = "login_frequency"
+
+    def __init__(
+        self,
+        *,
+        window_minutes: float = 60.0,
+        stuffing_min_accounts: int = 5,
+        stuffing_min_failure_ratio: float = 0.6,
+        brute_force_min_failures: int = 10,
+        sharing_window_hours: float = 48.0,
+        sharing_min_devices: int = 4,
+        sharing_min_countries: int = 3,
+        max_speed_kmh: float = 900.0,
+        scripted_intervals: int = 16,
+        scripted_max_cv: float = 0.05,
+        threshold: float = 0.6,
+    ) -> None:
+        check_positive(
+            window_minutes=window_minutes, stuffing_min_accounts=stuffing_min_accounts,
+            brute_force_min_failures=brute_force_min_failures,
+            sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
+            sharing_min_countries=sharing_min_countries, max_speed_kmh=max_speed_kmh,
+            scripted_intervals=scripted_intervals, scripted_max_cv=scripted_max_cv,
+        )
+        check_unit_interval(stuffing_min_failure_ratio=stuffing_min_failure_ratio,
+                            threshold=threshold)
+        self.window_minutes = window_minutes
+        self.stuffing_min_accounts = stuffing_min_accounts
+        self.stuffing_min_failure_ratio = stuffing_min_failure_ratio
+        self.brute_force_min_failures = brute_force_min_failures
+        self.sharing_window_hours = sharing_window_hours
+        self.sharing_min_devices = sharing_min_devices
+        self.sharing_min_countries = sharing_min_countries
+        self.max_speed_kmh = max_speed_kmh
+        self.scripted_intervals = scripted_intervals
+        self.scripted_max_cv = scripted_max_cv
+        self.threshold = threshold
+
+    # -- protocol -----------------------------------------------------------------------
+    def keys(self, obs: Observation) -> Sequence[str]:
+        event = obs.event
+        if event.kind != "login":
+            return ()
+        keys = [f"acct:{event.account_id}", f"ip:{event.ip}", f"dev:{event.device_id}"]
+        net = subnet24(event.ip)
+        if net:
+            keys.append(f"net:{net}")
+        return keys
+
+    def new_state(self, key: str) -> EntityState | AccountState:
+        if key.startswith("acct:"):
+            return AccountState(key, self.scripted_intervals)
+        return EntityState(key=key)
+
+    def expired(self, state: EntityState | AccountState, now: float) -> bool:
+        horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
+        if isinstance(state, AccountState):
+            return state.last_t is None or state.last_t < now - horizon
+        return not state.attempts or state.attempts[-1][0] < now - self.window_minutes * 60
+
+    def score_one(self, state, obs: Observation) -> Verdict | None:
+        if isinstance(state, AccountState):
+            return self._score_account(state, obs)
+        return self._score_entity(state, obs)
+
+    def learn_one(self, state, obs: Observation, verdict: Verdict | None) -> None:
+        if isinstance(state, AccountState):
+            self._learn_account(state, obs, verdict)
+        else:
+            self._learn_entity(state, obs, verdict)
+
+    # -- one IP, device or subnet against many accounts ---------------------------------
+    def _window(self, attempts: list[list[Any]], now: float) -> list[list[Any]]:
+        since = now - self.window_minutes * 60
+        return [a for a in attempts if a[0] >= since]
+
+    def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
+        event = obs.event
+        recent = self._window(state.attempts, obs.t)
+        recent.append([obs.t, event.account_id, event.success])
+        failed = {a[1] for a in recent if not a[2]}
+        kind, value = state.key.split(":", 1)
+        needed = self.stuffing_min_accounts * (2 if kind == "net" else 1)
+        failure_ratio = sum(1 for a in recent if not a[2]) / len(recent)
+        if len(failed) < needed or failure_ratio < self.stuffing_min_failure_ratio:
+            return None
+        entity = _ENTITY[kind].format(value)
+        reasons = [
+            f"{entity} failed logins against {len(failed)} accounts in "
+            f"{self.window_minutes:.0f} min ({failure_ratio:.0%} of its attempts failed)"
+        ]
+        score = min(0.99, 0.7 + 0.29 * (len(failed) - needed) / (3 * needed))
+        if event.success:
+            reasons.append(f"successful login from {entity} during the attack: likely takeover")
+            score = max(score, 0.95)
+        earlier = tuple(a for a in dict.fromkeys(a[1] for a in recent if not a[2])
+                        if a != event.account_id and a not in state.reported)
+        return Verdict(
+            score=round(score, 4),
+            reasons=tuple(reasons),
+            evidence={
+                "pattern": "credential_stuffing", kind: value,
+                "accounts_failed": len(failed), "attempts": len(recent),
+                "failure_ratio": round(failure_ratio, 3),
+            },
+            also_flag=earlier,
+            severity="high" if event.success or len(failed) >= 3 * needed else None,
+        )
+
+    def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
+        event = obs.event
+        state.attempts = self._window(state.attempts, obs.t)[-1023:]
+        state.attempts.append([obs.t, event.account_id, event.success])
+        since = obs.t - self.window_minutes * 60
+        if verdict is not None:
+            for account in (event.account_id, *verdict.also_flag):
+                state.reported[account] = obs.t
+        state.reported = {a: t for a, t in state.reported.items() if t >= since}
+
+    # -- one account --------------------------------------------------------------------
+    def _score_account(self, state: AccountState, obs: Observation) -> Verdict | None:
+        findings = [
+            finding
+            for finding in (
+                self._brute_force(state, obs),
+                self._sharing(state, obs),
+                self._scripted(state, obs),
+            )
+            if finding is not None
+        ]
+        if not findings:
+            return None
+        findings.sort(key=lambda f: -f.score)
+        return Verdict(
+            score=findings[0].score,
+            reasons=tuple(r for f in findings for r in f.reasons),
+            evidence={k: v for f in reversed(findings) for k, v in f.evidence.items()},
+            severity=findings[0].severity,
+        )
+
+    def _brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
+        since = obs.t - self.window_minutes * 60
+        failures = sum(1 for login in state.logins if login[0] >= since and not login[1])
+        failures += 0 if obs.event.success else 1
+        usual = state.failure_rate.get()
+        needed = self.brute_force_min_failures * (1 + 4 * usual)
+        if failures < needed:
+            return None
+        reasons = [f"{failures} failed logins in {self.window_minutes:.0f} min "
+                   f"(usual failure rate {usual:.0%})"]
+        score = min(0.99, 0.75 + 0.24 * (failures - needed) / (2 * needed))
+        if obs.event.success:
+            reasons.append("a successful login followed the failures: possible takeover")
+            score = max(score, 0.95)
+        return Verdict(score=score, reasons=tuple(reasons),
+                       evidence={"pattern": "brute_force", "failures": failures,
+                                 "usual_failure_rate": round(usual, 4)},
+                       severity="high" if obs.event.success else None)
+
+    def _sharing(self, state: AccountState, obs: Observation) -> Verdict | None:
+        event = obs.event
+        if not event.success:
+            return None
+        since = obs.t - self.sharing_window_hours * HOUR
+        logins = [lg for lg in state.logins if lg[0] >= since and lg[1]]
+        logins.append((obs.t, True, event.device_id, event.country, False))
+        devices = {lg[2] for lg in logins}
+        countries = {lg[3] for lg in logins if lg[3]}
+        jumps = self._impossible_jumps(logins)
+        many = len(devices) >= self.sharing_min_devices
+        if not ((many and len(countries) >= self.sharing_min_countries)
+                or (len(devices) >= 3 and jumps >= 2) or len(devices) >= 2 * self.sharing_min_devices):
+            return None
+        reasons = [f"{len(devices)} devices in {len(countries)} countries within "
+                   f"{self.sharing_window_hours:.0f} h"]
+        if jumps:
+            reasons.append(f"{jumps} impossible trips between logins (> {self.max_speed_kmh:.0f} km/h)")
+        score = min(0.99, 0.7 + 0.05 * (len(devices) - self.sharing_min_devices) + 0.05 * jumps)
+        return Verdict(score=score, reasons=tuple(reasons),
+                       evidence={"pattern": "account_sharing", "devices": len(devices),
+                                 "countries": sorted(countries), "impossible_trips": jumps})
+
+    def _impossible_jumps(self, logins) -> int:
+        jumps = 0
+        for before, after in zip(logins, logins[1:], strict=False):
+            if not before[3] or not after[3] or before[3] == after[3]:
+                continue
+            km = distance_km(before[3], after[3])
+            hours = max(after[0] - before[0], 1.0) / HOUR
+            if km is not None and km > 500 and km / hours > self.max_speed_kmh:
+                jumps += 1
+        return jumps
+
+    def _scripted(self, state: AccountState, obs: Observation) -> Verdict | None:
+        if state.last_t is None or state.n_gaps < self.scripted_intervals:
+            return None
+        mean = state.gap_mean.get()
+        if mean <= 0 or mean > 6 * HOUR:
+            return None
+        cv = max(state.gap_var.get(), 0.0) ** 0.5 / mean
+        if cv > self.scripted_max_cv:
+            return None
+        score = 0.7 + 0.29 * (1 - cv / self.scripted_max_cv)
+        return Verdict(
+            score=round(score, 4),
+            reasons=(f"logins every {mean:.0f} s with {cv:.1%} variation over the last "
+                     f"{self.scripted_intervals} intervals: machine-regular",),
+            evidence={"pattern": "scripted", "mean_interval_s": round(mean, 1),
+                      "interval_cv": round(cv, 4)},
+        )
+
+    def _learn_account(self, state: AccountState, obs: Observation, verdict) -> None:
+        event = obs.event
+        self._fold_baseline(state, obs.t)
+        if state.last_t is not None and obs.t >= state.last_t:
+            gap = obs.t - state.last_t
+            state.gap_mean.update(gap)
+            state.gap_var.update(gap)
+            state.n_gaps += 1
+        state.last_t = obs.t
+        horizon = obs.t - max(self.sharing_window_hours * HOUR, self.window_minutes * 60)
+        state.logins = [lg for lg in state.logins if lg[0] >= horizon][-255:]
+        state.logins.append((obs.t, event.success, event.device_id, event.country,
+                             verdict is not None))
+
+    def _fold_baseline(self, state: AccountState, now: float) -> None:
+        """Learn the usual failure rate from logins that left the window, never flagged ones.
+
+        Folding only what left the window keeps an attack in progress out of the baseline it
+        is measured against.
+        """
+        until = now - self.window_minutes * 60
+        for t, success, _, _, flagged in state.logins:
+            if t > until:
+                break
+            if t > state.folded_t and not flagged:
+                state.failure_rate.update(0.0 if success else 1.0)
+        state.folded_t = max(state.folded_t, until)

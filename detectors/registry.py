@@ -1,0 +1,41 @@
+"""Detectors by name. Nothing runs at import: the registry holds factories.
+
+>>> sorted(REGISTRY)
+['login_frequency', 'refund_abuse', 'trial_cycling']
+>>> [d.name for d in build()]
+['trial_cycling', 'login_frequency', 'refund_abuse']
+>>> build(["refund_abuse"], settings={"refund_abuse": {"serial_min_refunds": 4}})[0]
+RefundAbuse(window_days=180.0, serial_min_refunds=4, heavy_factor=3.0, min_population=30, threshold=0.7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from detectors.base import Detector
+from detectors.login_frequency import LoginFrequency
+from detectors.refund_abuse import RefundAbuse
+from detectors.trial_cycling import TrialCycling
+
+__all__ = ["REGISTRY", "build"]
+
+REGISTRY: dict[str, Callable[..., Detector]] = {
+    TrialCycling.name: TrialCycling,
+    LoginFrequency.name: LoginFrequency,
+    RefundAbuse.name: RefundAbuse,
+}
+
+
+def build(
+    names: Iterable[str] | None = None,
+    *,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Detector]:
+    """Instantiate detectors by name (all by default) with optional keyword settings."""
+    settings = settings or {}
+    chosen = list(REGISTRY) if names is None else list(names)
+    unknown = [name for name in chosen if name not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(REGISTRY)}")
+    return [REGISTRY[name](**settings.get(name, {})) for name in chosen]

@@ -1,0 +1,248 @@
+"""Trial cycling: one actor re-creating trial or free accounts.
+
+Each signup is linked to earlier signups through the attributes they share: the same mailbox
+(Gmail dots and ``+tags`` ignored), card fingerprint, device id, numbered variants of one
+email stem, IP address and /24 subnet. Every attribute is a key with its own small state (the
+recent accounts seen on it), so accounts on different partitions meet at the key.
+
+How much one shared attribute says depends on what it is and how common it is: a mailbox or
+card is nearly an identity, a device strong, an IP weak and a subnet weaker still. A key that
+many accounts share (an office NAT, a campus /24, a common name) or whose accounts converted to
+paying customers (a family computer) counts for less. Per earlier account the links are combined
+by noisy-OR into a link strength; accounts linked strongly enough form the ring, and the ring's
+combined strength is the score. Disposable email domains on both sides make network links count.
+
+Examples
+--------
+>>> from detectors.testing import make_observation, run
+>>> detector = TrialCycling()
+>>> signups = [make_observation("signup", account_id=f"a{i}", device_id="d-1",
+...     email=f"user{i}x@example.com", ip=f"198.51.100.{i}", t=i * 3600.0) for i in range(4)]
+>>> [(a, round(v.score, 2), v.related_accounts) for a, v in run(detector, signups)]
+[('a2', 0.86, ('a0', 'a1')), ('a3', 0.95, ('a0', 'a1', 'a2'))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from detectors.base import DAY, DetectorBase, Observation, Verdict, check_positive, check_unit_interval
+from detectors.linking import DISPOSABLE_DOMAINS, email_domain, email_stem, mailbox, subnet24
+
+__all__ = ["LINK_STRENGTH", "TrialCycling"]
+
+# Evidence one shared attribute gives that two accounts belong to one actor.
+LINK_STRENGTH: Mapping[str, float] = {
+    "mbox": 0.95,  # same mailbox: one person
+    "card": 0.8,
+    "dev": 0.6,
+    "stem": 0.5,
+    "ip": 0.2,
+    "net": 0.08,
+}
+# How many accounts a key can hold before its links weaken (None: no crowd discount).
+CROWD_SIZE: Mapping[str, int | None] = {
+    "mbox": None, "card": None, "dev": None, "stem": 4, "ip": 6, "net": 12,
+}
+# Network links between two accounts on throwaway email domains say much more.
+DISPOSABLE_STRENGTH: Mapping[str, float] = {"ip": 0.5, "net": 0.35}
+_DESCRIBE = {
+    "mbox": "mailbox {value}", "card": "card {value}", "dev": "device {value}",
+    "stem": "email stem '{value}'", "ip": "IP {value}", "net": "subnet {value}.0/24",
+}
+_TRIAL_PLANS = ("trial", "free")
+
+
+class KeyState(msgspec.Struct):
+    """Recent signups on one key: ``[account, t, plan, converted, disposable]`` rows."""
+
+    key: str
+    rows: list[list[Any]] = msgspec.field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.key.split(":", 1)[0]
+
+
+class TrialCycling(DetectorBase):
+    """Link trial/free signups that share identifying attributes; flag rings.
+
+    Parameters
+    ----------
+    window_days
+        How far back a signup links to earlier ones; also the state's time to live.
+    threshold
+        Ring strength at which an account is flagged.
+    min_link
+        Link strength at which an earlier account counts as part of the ring.
+    max_accounts_per_key
+        Rows kept per key (the most recent); bounds memory for very popular keys.
+    disposable_domains
+        Email domains treated as throwaway.
+    """
+
+    name = "trial_cycling"
+
+    def __init__(
+        self,
+        *,
+        window_days: float = 30.0,
+        threshold: float = 0.8,
+        min_link: float = 0.4,
+        max_accounts_per_key: int = 64,
+        disposable_domains: frozenset[str] = DISPOSABLE_DOMAINS,
+    ) -> None:
+        check_positive(window_days=window_days, max_accounts_per_key=max_accounts_per_key)
+        check_unit_interval(threshold=threshold, min_link=min_link)
+        self.window_days = window_days
+        self.threshold = threshold
+        self.min_link = min_link
+        self.max_accounts_per_key = max_accounts_per_key
+        self.disposable_domains = disposable_domains
+
+    # -- keys ---------------------------------------------------------------------------
+    def keys(self, obs: Observation) -> Sequence[str]:
+        event = obs.event
+        if event.kind == "signup":
+            return _link_keys(event.email, event.card_fingerprint, event.device_id, event.ip)
+        profile = obs.profile
+        if event.kind == "purchase" and profile.plan in _TRIAL_PLANS and not profile.converted:
+            # A conversion: the keys of this account learn it became a paying customer.
+            return _link_keys(profile.email, profile.card, profile.device_id, profile.signup_ip)
+        return ()
+
+    def new_state(self, key: str) -> KeyState:
+        return KeyState(key=key)
+
+    def expired(self, state: KeyState, now: float) -> bool:
+        return not state.rows or state.rows[-1][1] < now - self.window_days * DAY
+
+    # -- scoring ------------------------------------------------------------------------
+    def score_one(self, state: KeyState, obs: Observation) -> Verdict | None:
+        event = obs.event
+        if event.kind != "signup" or event.plan not in _TRIAL_PLANS:
+            return None
+        since = obs.t - self.window_days * DAY
+        earlier = [r for r in state.rows if since <= r[1] <= obs.t and r[0] != event.account_id]
+        candidates = [r for r in earlier if r[2] in _TRIAL_PLANS and not r[3]]
+        if not candidates:
+            return None
+        converted = len(earlier) - len(candidates)
+        return Verdict(
+            score=0.0,
+            reasons=(),
+            evidence={
+                "kind": state.kind,
+                "accounts_on_key": len(earlier),
+                "converted_on_key": converted,
+                "candidates": [(r[0], bool(r[4])) for r in candidates[-32:]],
+            },
+        )
+
+    def learn_one(self, state: KeyState, obs: Observation, verdict: Verdict | None) -> None:
+        # Linking records every signup, flagged or not: a ring's next account must meet it.
+        event = obs.event
+        if event.kind == "purchase":
+            for row in state.rows:
+                if row[0] == event.account_id:
+                    row[3] = True
+            return
+        if any(row[0] == event.account_id for row in state.rows):
+            return  # a second signup event for one account adds nothing
+        disposable = email_domain(event.email) in self.disposable_domains
+        state.rows.append([event.account_id, obs.t, event.plan, event.plan == "paid", disposable])
+        since = obs.t - self.window_days * DAY
+        state.rows = [r for r in state.rows if r[1] >= since][-self.max_accounts_per_key :]
+
+    def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
+        event = obs.event
+        disposable = email_domain(event.email) in self.disposable_domains
+        links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
+        keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
+        for verdict in verdicts:
+            kind = verdict.evidence["kind"]
+            strength = _key_strength(kind, verdict.evidence)
+            for account, other_disposable in verdict.evidence["candidates"]:
+                boosted = DISPOSABLE_STRENGTH.get(kind) if disposable and other_disposable else None
+                links.setdefault(account, []).append((kind, max(strength, boosted or 0.0)))
+        ring = {}
+        for account, parts in links.items():
+            miss = 1.0
+            for _, strength in parts:
+                miss *= 1.0 - strength
+            if 1.0 - miss >= self.min_link:
+                ring[account] = 1.0 - miss
+        if not ring:
+            return None
+        miss = 1.0
+        for strength in ring.values():
+            miss *= 1.0 - strength
+        score = 1.0 - miss
+        if score < self.threshold:
+            return None
+        related = tuple(sorted(ring, key=lambda a: (-ring[a], a)))
+        shared: dict[str, list[str]] = {}
+        for account in related:
+            for kind, _ in links[account]:
+                shared.setdefault(kind, []).append(account)
+        reasons = [
+            f"{_DESCRIBE[kind].format(value=keys_of[kind])} shared with {len(accounts)} earlier "
+            f"unconverted trial account{'s' if len(accounts) > 1 else ''}"
+            for kind, accounts in sorted(shared.items(), key=lambda kv: -LINK_STRENGTH[kv[0]])
+        ]
+        if disposable:
+            reasons.append(f"disposable email domain {email_domain(event.email)}")
+        severity = "high" if len(ring) >= 3 or score >= 0.97 else "medium"
+        return Verdict(
+            score=round(score, 4),
+            reasons=tuple(reasons),
+            evidence={
+                "ring_size": len(ring) + 1,
+                "link_strength": {a: round(ring[a], 3) for a in related},
+                "shared": {kind: {"value": keys_of[kind], "accounts": accts}
+                           for kind, accts in shared.items()},
+                "plan": event.plan,
+                "email_domain": email_domain(event.email),
+            },
+            related_accounts=related,
+            severity=severity,
+        )
+
+
+def _kinds() -> tuple[str, ...]:
+    return ("mbox", "card", "dev", "stem", "ip", "net")
+
+
+def _link_values(event: Any) -> tuple[str | None, ...]:
+    return (
+        mailbox(event.email),
+        event.card_fingerprint or None,
+        event.device_id,
+        email_stem(event.email),
+        event.ip,
+        subnet24(event.ip),
+    )
+
+
+def _link_keys(email: str | None, card: str | None, device: str | None, ip: str | None):
+    values = (
+        mailbox(email) if email else None,
+        card or None,
+        device,
+        email_stem(email) if email else None,
+        ip,
+        subnet24(ip) if ip else None,
+    )
+    return tuple(f"{kind}:{value}" for kind, value in zip(_kinds(), values, strict=True) if value)
+
+
+def _key_strength(kind: str, evidence: Mapping[str, Any]) -> float:
+    """One key's link strength after discounts for crowding and for converted accounts."""
+    on_key = evidence["accounts_on_key"]
+    unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key else 1.0
+    crowd = CROWD_SIZE[kind]
+    crowding = min(1.0, crowd / on_key) if crowd and on_key else 1.0
+    return LINK_STRENGTH[kind] * unconverted * crowding

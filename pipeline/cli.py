@@ -1,0 +1,164 @@
+"""The ``abuse-pipeline`` command line (see CONTRACT.md for the fixed commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+log = logging.getLogger("abuse_pipeline")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="abuse-pipeline", description=(
+        "Detect SaaS usage abuse (trial cycling, login abuse, refund abuse) in event streams."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    replay = commands.add_parser("replay", help="run every detector over a file of events")
+    replay.add_argument("--input", required=True, help="events: JSONL, .jsonl.gz, or - for stdin")
+    replay.add_argument("--output", required=True, help="flags JSONL to write")
+    replay.add_argument("--clickhouse", metavar="DSN",
+                        help="also write to ClickHouse: chdb:///path/flags.chdb or http://host:8123")
+    replay.add_argument("--dead-letter", metavar="FILE", help="invalid lines as JSONL")
+    replay.add_argument("--detectors", type=_csv, help="comma-separated subset (default: all)")
+    replay.add_argument("--shadow", type=_csv, default=[],
+                        help="detectors in shadow mode: flags marked mode=shadow")
+    replay.add_argument("--allowlist", metavar="JSON", help="accounts/attributes never flagged")
+    replay.add_argument("--lateness", type=float, default=300.0,
+                        help="seconds of cross-account disorder to reorder (default 300)")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    generate = commands.add_parser("generate", help="synthetic traffic with labelled abuse")
+    generate.add_argument("--accounts", type=int, required=True)
+    generate.add_argument("--days", type=int, required=True)
+    generate.add_argument("--seed", type=int, required=True)
+    generate.add_argument("--output", required=True, help="events JSONL (.gz compresses)")
+    generate.add_argument("--labels", help="ground truth JSON")
+
+    evaluate = commands.add_parser("evaluate", help="precision/recall of flags against labels")
+    evaluate.add_argument("--labels", required=True)
+    evaluate.add_argument("--flags", required=True)
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    report = commands.add_parser("report", help="what was flagged and why, from ClickHouse")
+    report.add_argument("--clickhouse", required=True, metavar="DSN")
+
+    produce = commands.add_parser("produce", help="publish events to their Kafka topics")
+    produce.add_argument("--input", required=True)
+    produce.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
+
+    worker = commands.add_parser("worker", help="the streaming worker (faust)")
+    worker.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
+    worker.add_argument("--clickhouse", required=True, metavar="DSN")
+    return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from detectors import build
+    from pipeline.allowlist import Allowlist
+    from pipeline.engine import Engine
+    from pipeline.replay import replay_file
+    from pipeline.sinks import ClickHouseDeadLetterSink, ClickHouseFlagSink, JsonlSink
+
+    allowlist = Allowlist.from_file(args.allowlist) if args.allowlist else None
+    engine = Engine(build(args.detectors), shadow=args.shadow, allowlist=allowlist)
+    flag_sinks = [JsonlSink(args.output)]
+    dead_sinks = [JsonlSink(args.dead_letter)] if args.dead_letter else []
+    if args.clickhouse:
+        flags_table = ClickHouseFlagSink(args.clickhouse)
+        flags_table.setup()
+        flag_sinks.append(flags_table)
+        dead_sinks.append(ClickHouseDeadLetterSink(client=flags_table.client))
+    sinks = [*flag_sinks, *dead_sinks]
+    try:
+        for sink in sinks:
+            sink.setup()
+        summary = replay_file(args.input, engine, flag_sinks=flag_sinks,
+                              dead_letter_sinks=dead_sinks, lateness=args.lateness,
+                              progress=False if args.no_progress else None)
+    finally:
+        for sink in reversed(sinks):
+            sink.close()
+    print(summary.render(), file=sys.stderr)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pipeline.generate import generate, write_events, write_labels
+
+    if args.accounts <= 0 or args.days <= 0:
+        raise ValueError("--accounts and --days must be positive")
+    events, labels = generate(accounts=args.accounts, days=args.days, seed=args.seed)
+    write_events(events, args.output)
+    if args.labels:
+        write_labels(labels, args.labels)
+    print(f"wrote {len(events)} events for {args.accounts} accounts over {args.days} days "
+          f"to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import evaluate
+
+    with open(args.labels, encoding="utf-8") as file:
+        labels = json.load(file)
+    with open(args.flags, encoding="utf-8") as file:
+        flags = [json.loads(line) for line in file if line.strip()]
+    result = evaluate(labels, flags)
+    if args.json:
+        print(json.dumps({"detectors": result.detectors, "abuse_kinds": result.by_kind,
+                          "benign": result.benign}, indent=2))
+    else:
+        print(result.render())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import render_report
+    from pipeline.sinks import connect_clickhouse
+
+    client = connect_clickhouse(args.clickhouse)
+    try:
+        print(render_report(client))
+    finally:
+        client.close()
+    return 0
+
+
+def _streaming(args: argparse.Namespace) -> int:
+    from pipeline import streaming
+
+    return streaming.main(args)
+
+
+COMMANDS = {"replay": _replay, "generate": _generate, "evaluate": _evaluate, "report": _report,
+            "produce": _streaming, "worker": _streaming}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pipeline.sinks import SinkError
+    from pipeline.sources import SourceError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (SourceError, SinkError, ValueError, OSError) as error:
+        print(f"abuse-pipeline {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Output sinks in Quix Streams' spirit: ``setup()`` connects, ``add()`` buffers, ``flush()``
+writes one batch (the buffer is cleared in ``finally``), ``close()`` releases.
+
+The streaming worker commits Kafka offsets only after ``flush()`` returned for the flags those
+offsets produced; flag ids are deterministic and ``abuse.flags`` is a ReplacingMergeTree, so a
+batch written twice is harmless (query with ``FINAL``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from schemas import clickhouse_ddl
+from schemas.flags import DeadLetter, Flag
+
+__all__ = [
+    "BaseSink",
+    "ClickHouseDeadLetterSink",
+    "ClickHouseFlagSink",
+    "JsonlSink",
+    "SinkError",
+    "connect_clickhouse",
+]
+
+_encoder = msgspec.json.Encoder()
+
+
+class SinkError(Exception):
+    """A sink could not be set up or written; the message says which and why."""
+
+
+class BaseSink(ABC):
+    def __init__(self) -> None:
+        self._buffer: list[Any] = []
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once before the first ``add``."""
+
+    def add(self, record: Any) -> None:
+        self._buffer.append(record)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        try:
+            self.write(self._buffer)
+        finally:
+            self._buffer = []
+
+    @abstractmethod
+    def write(self, batch: list[Any]) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``setup`` opened (after a final ``flush``)."""
+
+    def __enter__(self):
+        self.setup()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self.close()
+
+
+class JsonlSink(BaseSink):
+    """Flags or dead letters as JSON lines (``.gz`` compressed, ``-`` for stdout)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._file: IO[bytes] | None = None
+
+    def setup(self) -> None:
+        try:
+            if self.path == "-":
+                self._file = sys.stdout.buffer
+            else:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                opener = gzip.open if self.path.endswith(".gz") else open
+                self._file = opener(self.path, "wb")
+        except OSError as error:
+            raise SinkError(f"cannot write {self.path}: {error}") from error
+
+    def write(self, batch: list[Any]) -> None:
+        assert self._file is not None, "setup() first"
+        self._file.write(b"\n".join(_encoder.encode(record) for record in batch) + b"\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and self.path != "-":
+            self._file.close()
+        self._file = None
+
+
+def connect_clickhouse(dsn: str):
+    """A clickhouse-connect client for ``chdb://PATH`` (embedded) or ``http(s)://...``.
+
+    Creates the ``abuse`` database and tables if missing.
+    """
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(dsn=dsn)
+        for statement in clickhouse_ddl():
+            client.command(statement)
+    except Exception as error:  # the driver raises many kinds; all mean "cannot connect"
+        hint = ""
+        if dsn.startswith("chdb:") and "already running" in str(error).lower():
+            hint = " (chdb allows one process per database path: is a worker or demo using it?)"
+        raise SinkError(f"cannot open ClickHouse at {dsn}: {error}{hint}") from error
+    return client
+
+
+def _to_datetime(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class ClickHouseFlagSink(BaseSink):
+    """Flags into ``abuse.flags`` (evidence stored as JSON text)."""
+
+    table = "abuse.flags"
+    columns = ("flag_id", "account_id", "detector", "score", "severity", "ts", "detected_at",
+               "reasons", "evidence", "related_accounts", "mode")
+
+    def __init__(self, dsn: str | None = None, *, client=None) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.client = client
+        self._owns_client = client is None
+
+    def setup(self) -> None:
+        if self.client is None:
+            self.client = connect_clickhouse(self.dsn or "")
+
+    def write(self, batch: list[Flag]) -> None:
+        rows = [[f.flag_id, f.account_id, f.detector, f.score, f.severity, _to_datetime(f.ts),
+                 _to_datetime(f.detected_at), f.reasons, _encoder.encode(f.evidence).decode(),
+                 f.related_accounts, f.mode] for f in batch]
+        self.client.insert(self.table, rows, column_names=self.columns)
+
+    def close(self) -> None:
+        if self._owns_client and self.client is not None:
+            self.client.close()
+        self.client = None
+
+
+class ClickHouseDeadLetterSink(ClickHouseFlagSink):
+    """Dead letters into ``abuse.dead_letters``."""
+
+    table = "abuse.dead_letters"
+    columns = ("source", "reason", "raw", "received_at")
+
+    def write(self, batch: list[DeadLetter]) -> None:
+        rows = [[d.source, d.reason, d.raw, _to_datetime(d.received_at)] for d in batch]
+        self.client.insert(self.table, rows, column_names=self.columns)

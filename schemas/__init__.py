@@ -1,0 +1,42 @@
+"""Wire formats of the contract: events in, flags and dead letters out."""
+
+from importlib.resources import files
+
+from schemas.events import (
+    EVENT_TYPES,
+    Event,
+    Login,
+    Purchase,
+    Refund,
+    Signup,
+    Usage,
+    decode_event,
+    encode_event,
+)
+from schemas.flags import SEVERITIES, DeadLetter, Flag, decode_flag, encode_flag, severity_of
+
+__all__ = [
+    "EVENT_TYPES",
+    "SEVERITIES",
+    "DeadLetter",
+    "Event",
+    "Flag",
+    "Login",
+    "Purchase",
+    "Refund",
+    "Signup",
+    "Usage",
+    "clickhouse_ddl",
+    "decode_event",
+    "decode_flag",
+    "encode_event",
+    "encode_flag",
+    "severity_of",
+]
+
+
+def clickhouse_ddl() -> list[str]:
+    """The ClickHouse DDL statements, one per element, in order."""
+    text = files("schemas").joinpath("clickhouse.sql").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
