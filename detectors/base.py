@@ -65,7 +65,9 @@ def new_profile(t: float) -> AccountProfile:
     return AccountProfile(first_t=t, last_t=t)
 
 
-def update_profile(profile: AccountProfile, event: Event, t: float, *, max_orders: int = 16) -> None:
+def update_profile(
+    profile: AccountProfile, event: Event, t: float, *, max_orders: int = 16
+) -> None:
     """Fold one event into the account's context (after the detectors have seen it)."""
     profile.last_t = max(profile.last_t, t)
     kind = event.kind

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DISPOSABLE_DOMAINS", "email_domain", "email_stem", "is_disposable", "mailbox", "subnet24"]
+__all__ = [
+    "DISPOSABLE_DOMAINS", "email_domain", "email_stem", "is_disposable", "mailbox", "subnet24",
+]
 
 _GMAIL = {"gmail.com", "googlemail.com"}
 _NOT_LETTERS = re.compile(r"[^a-z]")

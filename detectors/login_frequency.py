@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -222,7 +223,10 @@ class LoginFrequency(DetectorBase):
         if verdict is not None:
             for account in (event.account_id, *verdict.also_flag):
                 state.reported[account] = obs.t
-        state.reported = {a: t for a, t in state.reported.items() if t >= since}
+        if len(state.reported) > 1024 or (state.reported and verdict is None):
+            # Bounded like ``attempts``: the oldest reports go first.
+            kept = [(a, t) for a, t in state.reported.items() if t >= since][-1024:]
+            state.reported = dict(kept)
 
     # -- one account --------------------------------------------------------------------
     def _score_account(self, state: AccountState, obs: Observation) -> Verdict | None:
@@ -275,13 +279,15 @@ class LoginFrequency(DetectorBase):
         countries = {lg[3] for lg in logins if lg[3]}
         jumps = self._impossible_jumps(logins)
         many = len(devices) >= self.sharing_min_devices
-        if not ((many and len(countries) >= self.sharing_min_countries)
-                or (len(devices) >= 3 and jumps >= 2) or len(devices) >= 2 * self.sharing_min_devices):
+        spread = many and len(countries) >= self.sharing_min_countries
+        crowd = len(devices) >= 2 * self.sharing_min_devices
+        if not (spread or (len(devices) >= 3 and jumps >= 2) or crowd):
             return None
         reasons = [f"{len(devices)} devices in {len(countries)} countries within "
                    f"{self.sharing_window_hours:.0f} h"]
         if jumps:
-            reasons.append(f"{jumps} impossible trips between logins (> {self.max_speed_kmh:.0f} km/h)")
+            reasons.append(f"{jumps} impossible trips between logins "
+                           f"(> {self.max_speed_kmh:.0f} km/h)")
         score = min(0.99, 0.7 + 0.05 * (len(devices) - self.sharing_min_devices) + 0.05 * jumps)
         return Verdict(score=score, reasons=tuple(reasons),
                        evidence={"pattern": "account_sharing", "devices": len(devices),
@@ -289,7 +295,7 @@ class LoginFrequency(DetectorBase):
 
     def _impossible_jumps(self, logins) -> int:
         jumps = 0
-        for before, after in zip(logins, logins[1:], strict=False):
+        for before, after in pairwise(logins):
             if not before[3] or not after[3] or before[3] == after[3]:
                 continue
             km = distance_km(before[3], after[3])
@@ -327,6 +333,10 @@ class LoginFrequency(DetectorBase):
         state.last_t = obs.t
         horizon = obs.t - max(self.sharing_window_hours * HOUR, self.window_minutes * 60)
         state.logins = [lg for lg in state.logins if lg[0] >= horizon][-255:]
+        if verdict is not None:
+            # The whole burst belongs to the abuse, not only the login that tipped it over.
+            since = obs.t - self.window_minutes * 60
+            state.logins = [(*lg[:4], True) if lg[0] >= since else lg for lg in state.logins]
         state.logins.append((obs.t, event.success, event.device_id, event.country,
                              verdict is not None))
 

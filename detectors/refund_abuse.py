@@ -35,7 +35,14 @@ from typing import Any
 import msgspec
 from river import stats
 
-from detectors.base import DAY, DetectorBase, Observation, Verdict, check_positive, check_unit_interval
+from detectors.base import (
+    DAY,
+    DetectorBase,
+    Observation,
+    Verdict,
+    check_positive,
+    check_unit_interval,
+)
 
 __all__ = ["RefundAbuse"]
 
@@ -228,7 +235,8 @@ class RefundAbuse(DetectorBase):
             score = 0.75
         else:
             return [], ()
-        return [(score, f"card {card['card']} used for refunds by {len(others) + 1} accounts")], others
+        reason = f"card {card['card']} used for refunds by {len(others) + 1} accounts"
+        return [(score, reason)], others
 
 
 def _consumption(obs: Observation) -> list[Any]:

@@ -4,8 +4,9 @@
 ['login_frequency', 'refund_abuse', 'trial_cycling']
 >>> [d.name for d in build()]
 ['trial_cycling', 'login_frequency', 'refund_abuse']
->>> build(["refund_abuse"], settings={"refund_abuse": {"serial_min_refunds": 4}})[0]
-RefundAbuse(window_days=180.0, serial_min_refunds=4, heavy_factor=3.0, min_population=30, threshold=0.7)
+>>> (build(["refund_abuse"], settings={"refund_abuse": {"serial_min_refunds": 4}})[0]
+...     .serial_min_refunds)
+4
 """
 
 from __future__ import annotations

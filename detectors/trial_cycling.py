@@ -29,7 +29,14 @@ from typing import Any
 
 import msgspec
 
-from detectors.base import DAY, DetectorBase, Observation, Verdict, check_positive, check_unit_interval
+from detectors.base import (
+    DAY,
+    DetectorBase,
+    Observation,
+    Verdict,
+    check_positive,
+    check_unit_interval,
+)
 from detectors.linking import DISPOSABLE_DOMAINS, email_domain, email_stem, mailbox, subnet24
 
 __all__ = ["LINK_STRENGTH", "TrialCycling"]

@@ -20,6 +20,7 @@ import msgspec
 
 from detectors.base import AccountProfile
 from detectors.linking import email_domain
+from schemas.events import Event
 
 __all__ = ["Allowlist"]
 
@@ -56,18 +57,32 @@ class Allowlist:
     def __bool__(self) -> bool:
         return any((self.accounts, self.email_domains, self.devices, self.cards, self.ips))
 
-    def reason(self, account_id: str, profile: AccountProfile | None) -> str | None:
-        """Why ``account_id`` is allow-listed, or ``None``."""
+    def reason(self, account_id: str, profile: AccountProfile | None,
+               event: Event | None = None) -> str | None:
+        """Why ``account_id`` is allow-listed, or ``None``.
+
+        Looks at the account id, its profile (signup email, device, card, IP) and, for the
+        account whose event triggered the flag, that event's own attributes.
+        """
         if account_id in self.accounts:
             return f"account {account_id} is allow-listed"
-        if profile is None:
-            return None
-        if profile.email and email_domain(profile.email) in self.email_domains:
-            return f"email domain {email_domain(profile.email)} is allow-listed"
-        if profile.device_id in self.devices:
-            return f"device {profile.device_id} is allow-listed"
-        if profile.card in self.cards:
-            return f"card {profile.card} is allow-listed"
-        if profile.signup_ip in self.ips:
-            return f"IP {profile.signup_ip} is allow-listed"
+        emails, devices, cards, ips = [], [], [], []
+        if profile is not None:
+            emails.append(profile.email)
+            devices.append(profile.device_id)
+            cards.append(profile.card)
+            ips.append(profile.signup_ip)
+        if event is not None:
+            emails.append(getattr(event, "email", None))
+            devices.append(getattr(event, "device_id", None))
+            cards.append(getattr(event, "card_fingerprint", None))
+            ips.append(getattr(event, "ip", None))
+        for email in filter(None, emails):
+            if email_domain(email) in self.email_domains:
+                return f"email domain {email_domain(email)} is allow-listed"
+        for kind, values, allowed in (("device", devices, self.devices),
+                                      ("card", cards, self.cards), ("IP", ips, self.ips)):
+            for value in filter(None, values):
+                if value in allowed:
+                    return f"{kind} {value} is allow-listed"
         return None

@@ -191,13 +191,12 @@ class Engine:
         subjects = [(obs.account_id, obs.profile), *(
             (account, self.state.profiles.get(account)) for account in verdict.also_flag)]
         for account, profile in subjects:
-            if self.allowlist:
-                reason = self.allowlist.reason(account, profile)
-                if reason is not None:
-                    self.stats.suppressed_by_allowlist += 1
-                    continue
             if not self._opens_or_raises(detector, account, obs.t, severity):
                 self.stats.repeats_in_episode += 1
+                continue
+            if self.allowlist and self.allowlist.reason(
+                    account, profile, obs.event if account == obs.account_id else None):
+                self.stats.suppressed_by_allowlist += 1
                 continue
             flags.append(self._flag(detector, account, obs, verdict, severity))
             self.stats.flags[detector, severity] += 1

@@ -109,7 +109,9 @@ def replay(
     return summary
 
 
-def replay_file(path: str, engine: Engine, *, progress: bool | None = None, **kwargs) -> ReplaySummary:
+def replay_file(
+    path: str, engine: Engine, *, progress: bool | None = None, **kwargs
+) -> ReplaySummary:
     """Replay a JSONL / ``.jsonl.gz`` file or ``-`` (stdin); raises ``SourceError``."""
     stream = open_input(path)
     lines = read_lines(stream, "stdin" if path == "-" else path)

@@ -34,7 +34,7 @@ def open_input(path: str) -> BinaryIO:
         raise SourceError(f"input {path} is a directory, not a JSONL file")
     try:
         if path.endswith(".gz"):
-            stream = gzip.open(file, "rb")
+            stream = gzip.open(file, "rb")  # noqa: SIM115 - the caller closes it
             stream.peek(1)  # fail now, not mid-replay, on a file that is not gzip
             return stream  # type: ignore[return-value]
         return file.open("rb")

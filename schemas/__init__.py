@@ -1,5 +1,6 @@
 """Wire formats of the contract: events in, flags and dead letters out."""
 
+import re
 from importlib.resources import files
 
 from schemas.events import (
@@ -39,4 +40,6 @@ def clickhouse_ddl() -> list[str]:
     """The ClickHouse DDL statements, one per element, in order."""
     text = files("schemas").joinpath("clickhouse.sql").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+    # Statements end with ";" at the end of a line (a ";" inside a string stays put).
+    return [stmt.strip() for stmt in re.split(r";[ \t]*$", "\n".join(lines), flags=re.M)
+            if stmt.strip()]

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS abuse.flags
     ts               DateTime64(3, 'UTC'),
     detected_at      DateTime64(3, 'UTC'),
     reasons          Array(String),
-    evidence         String COMMENT 'JSON object; query with JSONExtract*',
+    evidence         String COMMENT 'JSON object, query it with JSONExtract*',
     related_accounts Array(String),
     mode             LowCardinality(String) DEFAULT 'enforce'
 )
