@@ -1,0 +1,74 @@
+"""Kafka settings from command-line flags and environment variables.
+
+| setting | flag | environment |
+|---|---|---|
+| bootstrap servers | ``--bootstrap`` | ``ABUSE_BOOTSTRAP`` |
+| topic prefix | ``--topic-prefix`` | ``ABUSE_TOPIC_PREFIX`` (e.g. ``acme.``) |
+| consumer group | ``--group-id`` | ``ABUSE_GROUP_ID`` (default ``abuse-pipeline``) |
+| security protocol | | ``KAFKA_SECURITY_PROTOCOL`` (PLAINTEXT, SSL, SASL_SSL, ...) |
+| SASL | | ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` |
+| TLS | | ``KAFKA_SSL_CAFILE``, ``KAFKA_SSL_CERTFILE``, ``KAFKA_SSL_KEYFILE`` |
+
+>>> settings = KafkaSettings(bootstrap="127.0.0.1:9092", topic_prefix="acme.")
+>>> settings.topic("events.login"), settings.event_topics()[0]
+('acme.events.login', 'acme.events.signup')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.events import EVENT_TYPES
+
+__all__ = ["DEAD_LETTER_TOPIC", "FLAGS_TOPIC", "KafkaSettings"]
+
+FLAGS_TOPIC = "abuse.flags"
+DEAD_LETTER_TOPIC = "events.deadletter"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str
+    topic_prefix: str = ""
+    group_id: str = "abuse-pipeline"
+    security: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, *, bootstrap: str | None = None, topic_prefix: str | None = None,
+                 group_id: str | None = None, env: Mapping[str, str] = os.environ) -> KafkaSettings:
+        bootstrap = bootstrap or env.get("ABUSE_BOOTSTRAP")
+        if not bootstrap:
+            raise ValueError("no Kafka bootstrap servers: pass --bootstrap or set ABUSE_BOOTSTRAP")
+        security = {
+            name: env[variable]
+            for name, variable in (
+                ("security_protocol", "KAFKA_SECURITY_PROTOCOL"),
+                ("sasl_mechanism", "KAFKA_SASL_MECHANISM"),
+                ("sasl_plain_username", "KAFKA_SASL_USERNAME"),
+                ("sasl_plain_password", "KAFKA_SASL_PASSWORD"),
+                ("ssl_cafile", "KAFKA_SSL_CAFILE"),
+                ("ssl_certfile", "KAFKA_SSL_CERTFILE"),
+                ("ssl_keyfile", "KAFKA_SSL_KEYFILE"),
+            )
+            if env.get(variable)
+        }
+        return cls(
+            bootstrap=bootstrap,
+            topic_prefix=topic_prefix if topic_prefix is not None else env.get(
+                "ABUSE_TOPIC_PREFIX", ""),
+            group_id=group_id or env.get("ABUSE_GROUP_ID", "abuse-pipeline"),
+            security=security,
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def event_topics(self) -> list[str]:
+        return [self.topic(f"events.{kind}") for kind in EVENT_TYPES]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients."""
+        return {"bootstrap_servers": self.bootstrap.split(","), **self.security}
