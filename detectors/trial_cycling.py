@@ -54,8 +54,21 @@ LINK_STRENGTH: Mapping[str, float] = {
 CROWD_SIZE: Mapping[str, int | None] = {
     "mbox": None, "card": None, "dev": None, "stem": 4, "ip": 6, "net": 12,
 }
-# Network links between two accounts on throwaway email domains say much more.
-DISPOSABLE_STRENGTH: Mapping[str, float] = {"ip": 0.5, "net": 0.35}
+# Network links between two accounts on throwaway email domains say much more, and a throwaway
+# address on the new account is itself evidence once it is linked to anyone.
+DISPOSABLE_STRENGTH: Mapping[str, float] = {"ip": 0.6, "net": 0.5}
+DISPOSABLE_PRIOR = 0.3
+# Alone, these never make an account part of a ring: strangers share them.
+WEAK = frozenset({"stem", "ip", "net"})
+# A short stem ("mmoore": initial and a common surname) is shared by strangers, and a name
+# without digits is a name; numbered variants of a distinctive stem are one person's series.
+DISTINCTIVE_STEM = 8
+NUMBERED_STEM_STRENGTH = 0.6
+PLAIN_STEM_STRENGTH = 0.3
+# One device and one home IP and nothing else: the signature of a household (a family on one
+# computer), which only a larger ring outweighs.
+HOUSEHOLD = frozenset({"dev", "ip", "net"})
+HOUSEHOLD_DISCOUNT = 0.6
 _DESCRIBE = {
     "mbox": "mailbox {value}", "card": "card {value}", "dev": "device {value}",
     "stem": "email stem '{value}'", "ip": "IP {value}", "net": "subnet {value}.0/24",
@@ -168,25 +181,38 @@ class TrialCycling(DetectorBase):
         event = obs.event
         disposable = email_domain(event.email) in self.disposable_domains
         links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
+        boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
         keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
         for verdict in verdicts:
             kind = verdict.evidence["kind"]
             strength = _key_strength(kind, verdict.evidence)
+            if kind == "stem":
+                strength = _stem_strength(keys_of["stem"], event.email, strength)
             for account, other_disposable in verdict.evidence["candidates"]:
-                boosted = DISPOSABLE_STRENGTH.get(kind) if disposable and other_disposable else None
-                links.setdefault(account, []).append((kind, max(strength, boosted or 0.0)))
+                both = disposable and other_disposable and kind in DISPOSABLE_STRENGTH
+                if both:
+                    boosted.add(account)
+                    strength = max(strength, DISPOSABLE_STRENGTH[kind])
+                links.setdefault(account, []).append((kind, strength))
         ring = {}
         for account, parts in links.items():
             miss = 1.0
             for _, strength in parts:
                 miss *= 1.0 - strength
-            if 1.0 - miss >= self.min_link:
-                ring[account] = 1.0 - miss
+            linked = 1.0 - miss
+            kinds = {kind for kind, _ in parts}
+            if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not disposable:
+                linked *= HOUSEHOLD_DISCOUNT
+            one_weak_link = len(kinds) == 1 and kinds <= WEAK and account not in boosted
+            if linked >= self.min_link and not one_weak_link:
+                ring[account] = linked
         if not ring:
             return None
         miss = 1.0
         for strength in ring.values():
             miss *= 1.0 - strength
+        if disposable:
+            miss *= 1.0 - DISPOSABLE_PRIOR
         score = 1.0 - miss
         if score < self.threshold:
             return None
@@ -244,6 +270,13 @@ def _link_keys(email: str | None, card: str | None, device: str | None, ip: str 
         subnet24(ip) if ip else None,
     )
     return tuple(f"{kind}:{value}" for kind, value in zip(_kinds(), values, strict=True) if value)
+
+
+def _stem_strength(stem: str, email: str, crowd_weighted: float) -> float:
+    numbered = any(c.isdigit() for c in email.split("@", 1)[0])
+    if len(stem) >= DISTINCTIVE_STEM and numbered:
+        return NUMBERED_STEM_STRENGTH * crowd_weighted / LINK_STRENGTH["stem"]
+    return min(crowd_weighted, PLAIN_STEM_STRENGTH)
 
 
 def _key_strength(kind: str, evidence: Mapping[str, Any]) -> float:

@@ -174,7 +174,11 @@ class _World:
             local = f"{first}_{last[:3]}{rng.randrange(10, 999)}"
         else:
             local = f"{last}.{first}{rng.randrange(1, 9)}"
-        return f"{local}@{domain or rng.choice(MAIL)}"
+        address = f"{local}@{domain or rng.choice(MAIL)}"
+        if address in self.used_ids:  # a mailbox belongs to one person
+            return self.email(first, last, domain=domain)
+        self.used_ids.add(address)
+        return address
 
     def person(self, *, country: str | None = None, email: str | None = None,
                card: bool = True) -> Person:
@@ -337,6 +341,8 @@ def _trial_ring(w: _World, variant: str) -> list[str]:
         if variant == "mixed" and previous is None:
             p.card = card
         signup_t = t + i * gap_hours * HOUR * rng.uniform(0.5, 1.5)
+        if signup_t >= w.end - HOUR:
+            break  # the stream ends before this account is made: it is not in the data
         w.signup(p, signup_t, plan)
         # use the product through the trial, then go silent
         for day in range(rng.randint(2, 10)):
@@ -410,9 +416,10 @@ def _scripted(w: _World, p: Person) -> None:
 
 
 # -- abuse: refunds ------------------------------------------------------------------------
-def _refund_cycles(w: _World, p: Person, cycles: int, *, heavy: float) -> None:
+def _refund_cycles(w: _World, p: Person, cycles: int, *, heavy: float,
+                   start: float | None = None) -> None:
     rng = w.rng
-    t = w.start + rng.uniform(0, 1.5) * DAY
+    t = start if start is not None else w.start + rng.uniform(0, 1.5) * DAY
     for _ in range(cycles):
         amount = rng.choice((29.0, 49.0, 99.0, 199.0))
         order = w.purchase(p, t, amount)
@@ -478,8 +485,7 @@ def _university(w: _World) -> list[str]:
     people = []
     for _ in range(rng.randint(30, 100)):
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        email = (f"{first[0]}{last}{rng.randrange(1, 99)}@{school}" if rng.random() < 0.4
-                 else f"{first}.{last}@{school}")
+        email = w.email(first, last, domain=school)
         p = w.person(country=country, email=email, card=rng.random() < 0.3)
         p.ips = [rng.choice(nats), f"{net}.{rng.randrange(2, 254)}"]
         t = week + rng.uniform(0, 7) * DAY
@@ -606,9 +612,9 @@ def generate(accounts: int, days: int, seed: int,
             p = w.person()
             p.card = card
             t = w.start + rng.uniform(0, w.days * 0.5) * DAY
-            w.signup(p, t, "free")
+            w.signup(p, t, rng.choice(("paid", "free")))
             w.live(p, t + HOUR)
-            _refund_cycles(w, p, 1, heavy=rng.uniform(60, 150))
+            _refund_cycles(w, p, 1, heavy=rng.uniform(60, 150), start=t + rng.uniform(60, 900))
             ring.append(p.account_id)
     _add_label(w, "card_ring", "refund_abuse", ring)
     budget -= len(ring)
