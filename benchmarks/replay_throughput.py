@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import orjson
-from pipeline.generate import generate, write_events
 
 from detectors import build
 from pipeline.engine import Engine
+from pipeline.generate import generate, write_events
 from pipeline.replay import replay_file
 from pipeline.sinks import JsonlSink
 

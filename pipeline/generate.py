@@ -41,19 +41,23 @@ DAY = 86_400.0
 HOUR = 3_600.0
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
-FIRST = ("james mary john patricia robert jennifer michael linda william elizabeth david "
-         "barbara richard susan joseph jessica thomas sarah charles karen daniel nancy matthew "
-         "lisa anthony betty mark sandra paul ashley steven kimberly andrew emily joshua donna "
-         "kevin michelle brian carol george amanda timothy melissa ronald deborah jason laura "
-         "lucas emma noah olivia liam mia ethan sofia mateo chloe hugo lea luca giulia jan anna "
-         "pierre camille diego lucia yuki hana arjun priya wei min omar fatima ivan olga").split()
-LAST = ("smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez "
-        "lopez gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson "
-        "white harris sanchez clark ramirez lewis robinson walker young allen king wright scott "
-        "torres nguyen hill flores green adams nelson baker hall rivera campbell mitchell "
-        "carter roberts muller schmidt schneider fischer weber meyer dubois moreau laurent "
-        "bernard rossi russo ferrari esposito bianchi tanaka suzuki sato kumar sharma patel "
-        "singh chen wang zhang novak kowalski nowak ivanov petrov silva santos oliveira").split()
+FIRST = """
+james mary john patricia robert jennifer michael linda william elizabeth david barbara
+richard susan joseph jessica thomas sarah charles karen daniel nancy matthew lisa anthony
+betty mark sandra paul ashley steven kimberly andrew emily joshua donna kevin michelle brian
+carol george amanda timothy melissa ronald deborah jason laura lucas emma noah olivia liam
+mia ethan sofia mateo chloe hugo lea luca giulia jan anna pierre camille diego lucia yuki
+hana arjun priya wei min omar fatima ivan olga
+""".split()
+LAST = """
+smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
+gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris
+sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill
+flores green adams nelson baker hall rivera campbell mitchell carter roberts muller schmidt
+schneider fischer weber meyer dubois moreau laurent bernard rossi russo ferrari esposito
+bianchi tanaka suzuki sato kumar sharma patel singh chen wang zhang novak kowalski nowak
+ivanov petrov silva santos oliveira
+""".split()
 MAIL = ("gmail.com", "gmail.com", "gmail.com", "outlook.com", "yahoo.com", "hotmail.com",
         "icloud.com", "proton.me", "gmx.de", "orange.fr")
 DISPOSABLE = ("mailinator.com", "guerrillamail.com", "10minutemail.com", "yopmail.com",
@@ -91,7 +95,7 @@ REFUND_REASONS = ("accidental purchase", "not as described", "changed my mind",
 
 def _ts(t: float) -> str:
     whole = int(t)
-    ms = int(round((t - whole) * 1000))
+    ms = round((t - whole) * 1000)
     if ms == 1000:
         whole, ms = whole + 1, 0
     return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(whole)) + f".{ms:03d}Z"
@@ -237,12 +241,13 @@ class _World:
         return self.start + day * DAY + (hour - p.offset) * HOUR + rng.uniform(0, 3600)
 
     def session(self, p: Person, t: float, *, mistype: float = 0.03, usage: int | None = None,
-                ip: str | None = None, device: str | None = None, scale: float = 1.0) -> None:
+                ip: str | None = None, device: str | None = None, scale: float = 1.0,
+                country: str | None = None) -> None:
         rng = self.rng
         if rng.random() < mistype:
-            self.login(p, t, success=False, ip=ip, device=device)
+            self.login(p, t, success=False, ip=ip, device=device, country=country)
             t += rng.uniform(5, 40)
-        self.login(p, t, ip=ip, device=device)
+        self.login(p, t, ip=ip, device=device, country=country)
         for _ in range(usage if usage is not None else rng.randrange(1, 7)):
             t += rng.uniform(20, 900)
             units = None if scale == 1.0 else round(rng.lognormvariate(0.5, 0.9) * scale, 2)
@@ -505,13 +510,7 @@ def _traveller(w: _World) -> str:
     for leg, country in enumerate(route):
         for day in range(rng.randint(2, 4)):
             moment = t + day * DAY + rng.uniform(8, 20) * HOUR
-            w.session(p, moment, ip=w.ip(country), device=p.devices[0])
-            w.events[-1]  # noqa: B018 - keep the session's shape
-            for event in reversed(w.events):
-                if event["account_id"] != p.account_id or event["type"] != "login":
-                    continue
-                event["country"] = country
-                break
+            w.session(p, moment, ip=w.ip(country), device=p.devices[0], country=country)
         t += (day + 1) * DAY + rng.uniform(10, 16) * HOUR  # a flight takes most of a day
         if leg == len(route) - 1 or t > w.end:
             break
