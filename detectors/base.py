@@ -29,6 +29,7 @@ __all__ = [
     "Observation",
     "Verdict",
     "new_profile",
+    "probe",
     "step",
     "update_profile",
 ]
@@ -134,6 +135,8 @@ class Detector(Protocol):
     def learn_one(self, state: Any, obs: Observation, verdict: Verdict | None) -> None: ...
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None: ...
     def expired(self, state: Any, now: float) -> bool: ...
+    def probe_keys(self, obs: Observation, verdicts: list[Verdict]) -> Sequence[str]: ...
+    def probe_one(self, state: Any, obs: Observation) -> Verdict | None: ...
 
 
 class DetectorBase:
@@ -159,6 +162,18 @@ class DetectorBase:
     def clone(self, **overrides: Any) -> DetectorBase:
         """A fresh detector with the same settings, some of them replaced."""
         return type(self)(**{**self._settings(), **overrides})
+
+    def probe_keys(self, obs: Observation, verdicts: list[Verdict]) -> Sequence[str]:
+        """Keys to read (never write) in a second round, after the first round's verdicts.
+
+        Most detectors need none; trial_cycling reads the keys of the accounts it linked to,
+        to follow a ring one hop further.
+        """
+        return ()
+
+    def probe_one(self, state: Any, obs: Observation) -> Verdict | None:
+        """Read one probed key's state for ``obs`` (pure, like ``score_one``)."""
+        return None
 
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
         """Merge per-key verdicts: the highest score leads; reasons and accounts are unioned."""
@@ -221,4 +236,17 @@ def step(detector: Detector, states: dict[str, Any], obs: Observation) -> Verdic
         detector.learn_one(state, obs, verdict)
         if verdict is not None:
             verdicts.append(verdict)
-    return detector.combine(obs, verdicts) if verdicts else None
+    if not verdicts:
+        return None
+    return detector.combine(obs, verdicts + probe(detector, states, obs, verdicts))
+
+
+def probe(detector: Detector, states: dict[str, Any], obs: Observation,
+          verdicts: list[Verdict]) -> list[Verdict]:
+    """The optional second, read-only round: verdicts from the keys ``probe_keys`` names."""
+    found = []
+    for key in detector.probe_keys(obs, verdicts):
+        state = states.get(key)
+        if state is not None and (verdict := detector.probe_one(state, obs)) is not None:
+            found.append(verdict)
+    return found

@@ -15,7 +15,16 @@ from typing import Any
 
 import msgspec
 
-from detectors.base import DAY, Detector, Observation, Verdict, new_profile, step, update_profile
+from detectors.base import (
+    DAY,
+    Detector,
+    Observation,
+    Verdict,
+    new_profile,
+    probe,
+    step,
+    update_profile,
+)
 from detectors.testing import make_event
 
 __all__ = ["sample_stream", "yield_checks"]
@@ -158,7 +167,10 @@ def check_key_order_irrelevant(detector: Detector) -> None:
             if verdict is not None:
                 verdicts.append(verdict)
         verdicts.reverse()
-        return driver.detector.combine(obs, verdicts) if verdicts else None
+        if not verdicts:
+            return None
+        probed = probe(driver.detector, driver.states, obs, verdicts)
+        return driver.detector.combine(obs, verdicts + probed)
 
     expected = _fingerprint(_Driver(detector).run(sample_stream()))
     assert _fingerprint(_Driver(detector).run(sample_stream(), on_key=reversed_keys)) == expected

@@ -77,7 +77,11 @@ _TRIAL_PLANS = ("trial", "free")
 
 
 class KeyState(msgspec.Struct):
-    """Recent signups on one key: ``[account, t, plan, converted, disposable]`` rows."""
+    """Recent signups on one key: ``[account, t, plan, converted_t, disposable, keys]`` rows.
+
+    ``converted_t`` is when the account first paid (``None``: not yet); ``keys`` are all the
+    account's link keys, so a ring can be followed one hop further (``probe_keys``).
+    """
 
     key: str
     rows: list[list[Any]] = msgspec.field(default_factory=list)
@@ -142,23 +146,35 @@ class TrialCycling(DetectorBase):
 
     # -- scoring ------------------------------------------------------------------------
     def score_one(self, state: KeyState, obs: Observation) -> Verdict | None:
+        return self._earlier_on_key(state, obs, hop=1)
+
+    def probe_one(self, state: KeyState, obs: Observation) -> Verdict | None:
+        return self._earlier_on_key(state, obs, hop=2)
+
+    def _earlier_on_key(self, state: KeyState, obs: Observation, *, hop: int) -> Verdict | None:
+        """Earlier unconverted trial signups on this key, as of the signup's own time.
+
+        Filtering by time (not by arrival) keeps the answer the same whatever order the
+        streaming worker delivers rows in.
+        """
         event = obs.event
         if event.kind != "signup" or event.plan not in _TRIAL_PLANS:
             return None
         since = obs.t - self.window_days * DAY
         earlier = [r for r in state.rows if since <= r[1] <= obs.t and r[0] != event.account_id]
-        candidates = [r for r in earlier if r[2] in _TRIAL_PLANS and not r[3]]
+        candidates = [r for r in earlier if r[2] in _TRIAL_PLANS and (r[3] is None or r[3] > obs.t)]
         if not candidates:
             return None
-        converted = len(earlier) - len(candidates)
         return Verdict(
             score=0.0,
             reasons=(),
             evidence={
+                "hop": hop,
+                "key": state.key,
                 "kind": state.kind,
                 "accounts_on_key": len(earlier),
-                "converted_on_key": converted,
-                "candidates": [(r[0], bool(r[4])) for r in candidates[-32:]],
+                "converted_on_key": len(earlier) - len(candidates),
+                "candidates": [(r[0], bool(r[4]), r[5]) for r in candidates[-32:]],
             },
         )
 
@@ -167,58 +183,117 @@ class TrialCycling(DetectorBase):
         event = obs.event
         if event.kind == "purchase":
             for row in state.rows:
-                if row[0] == event.account_id:
-                    row[3] = True
+                if row[0] == event.account_id and row[3] is None:
+                    row[3] = obs.t
             return
         if any(row[0] == event.account_id for row in state.rows):
             return  # a second signup event for one account adds nothing
         disposable = email_domain(event.email) in self.disposable_domains
-        state.rows.append([event.account_id, obs.t, event.plan, event.plan == "paid", disposable])
+        keys = list(self.keys(obs))
+        state.rows.append([event.account_id, obs.t, event.plan,
+                           obs.t if event.plan == "paid" else None, disposable, keys])
         since = obs.t - self.window_days * DAY
         state.rows = [r for r in state.rows if r[1] >= since][-self.max_accounts_per_key :]
+
+    def probe_keys(self, obs: Observation, verdicts: list[Verdict]) -> Sequence[str]:
+        """The other keys of the accounts this signup links to: the ring's next hop."""
+        ring, _, their_keys = self._direct(obs, verdicts)
+        own = set(self.keys(obs))
+        probes = {k for account in ring for k in their_keys[account] if k not in own}
+        return sorted(probes)[:64]
 
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
         event = obs.event
         disposable = email_domain(event.email) in self.disposable_domains
-        links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
-        boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
-        keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
-        for verdict in verdicts:
-            kind = verdict.evidence["kind"]
-            strength = _key_strength(kind, verdict.evidence)
-            if kind == "stem":
-                strength = _stem_strength(keys_of["stem"], event.email, strength)
-            for account, other_disposable in verdict.evidence["candidates"]:
-                both = disposable and other_disposable and kind in DISPOSABLE_STRENGTH
-                if both:
-                    boosted.add(account)
-                    strength = max(strength, DISPOSABLE_STRENGTH[kind])
-                links.setdefault(account, []).append((kind, strength))
-        ring = {}
-        for account, parts in links.items():
-            miss = 1.0
-            for _, strength in parts:
-                miss *= 1.0 - strength
-            linked = 1.0 - miss
-            kinds = {kind for kind, _ in parts}
-            if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not disposable:
-                linked *= HOUSEHOLD_DISCOUNT
-            one_weak_link = len(kinds) == 1 and kinds <= WEAK and account not in boosted
-            if linked >= self.min_link and not one_weak_link:
-                ring[account] = linked
+        ring, links, their_keys = self._direct(obs, verdicts)
         if not ring:
             return None
+        via = self._second_hop(obs, verdicts, ring, their_keys)
+        members = {**{a: s for a, s in via.items() if a not in ring}, **ring}
         miss = 1.0
-        for strength in ring.values():
+        for strength in members.values():
             miss *= 1.0 - strength
         if disposable:
             miss *= 1.0 - DISPOSABLE_PRIOR
         score = 1.0 - miss
         if score < self.threshold:
             return None
-        related = tuple(sorted(ring, key=lambda a: (-ring[a], a)))
+        return self._verdict(obs, score, ring, links, members, disposable)
+
+    def _direct(self, obs: Observation, verdicts: list[Verdict]):
+        """Earlier accounts linked to this signup strongly enough to be in its ring."""
+        event = obs.event
+        disposable = email_domain(event.email) in self.disposable_domains
+        links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
+        boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
+        their_keys: dict[str, list[str]] = {}
+        stem = email_stem(event.email)
+        for verdict in verdicts:
+            evidence = verdict.evidence
+            if evidence["hop"] != 1:
+                continue
+            kind = evidence["kind"]
+            strength = _key_strength(kind, evidence)
+            if kind == "stem":
+                strength = _stem_strength(stem or "", event.email, strength)
+            for account, other_disposable, keys in evidence["candidates"]:
+                their_keys[account] = keys
+                if disposable and other_disposable and kind in DISPOSABLE_STRENGTH:
+                    boosted.add(account)
+                    strength = max(strength, DISPOSABLE_STRENGTH[kind])
+                links.setdefault(account, []).append((kind, strength))
+        ring = {}
+        for account, parts in links.items():
+            linked = self._link(parts, disposable, account in boosted)
+            if linked is not None:
+                ring[account] = linked
+        return ring, links, their_keys
+
+    def _link(self, parts: list[tuple[str, float]], disposable: bool,
+              boosted: bool) -> float | None:
+        """Combine the shared keys of two accounts into one link strength (None: too weak)."""
+        miss = 1.0
+        for _, strength in parts:
+            miss *= 1.0 - strength
+        linked = 1.0 - miss
+        kinds = {kind for kind, _ in parts}
+        if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not disposable:
+            linked *= HOUSEHOLD_DISCOUNT
+        one_weak_link = len(kinds) == 1 and kinds <= WEAK and not boosted
+        return linked if linked >= self.min_link and not one_weak_link else None
+
+    def _second_hop(self, obs, verdicts, ring, their_keys) -> dict[str, float]:
+        """Accounts linked to a ring member: as strong as the weaker of the two links."""
+        owners: dict[str, list[str]] = {}
+        for account in ring:
+            for key in their_keys[account]:
+                owners.setdefault(key, []).append(account)
+        pairs: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for verdict in verdicts:
+            evidence = verdict.evidence
+            if evidence["hop"] != 2:
+                continue
+            strength = _key_strength(evidence["kind"], evidence)
+            if evidence["kind"] == "stem":
+                strength = min(strength, PLAIN_STEM_STRENGTH)  # no email of the member here
+            for member in owners.get(evidence["key"], ()):
+                for account, _, _ in evidence["candidates"]:
+                    if account != member and account != obs.account_id:
+                        pairs.setdefault((member, account), []).append(
+                            (evidence["kind"], strength))
+        via: dict[str, float] = {}
+        for (member, account), parts in pairs.items():
+            linked = self._link(parts, False, False)
+            if linked is not None:
+                via[account] = max(via.get(account, 0.0), min(ring[member], linked))
+        return via
+
+    def _verdict(self, obs, score, ring, links, members, disposable) -> Verdict:
+        event = obs.event
+        keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
+        related = tuple(sorted(members, key=lambda a: (-members[a], a)))
         shared: dict[str, list[str]] = {}
-        for account in related:
+        for account in sorted(ring, key=lambda a: (-ring[a], a)):
             for kind, _ in links[account]:
                 shared.setdefault(kind, []).append(account)
         reasons = [
@@ -226,15 +301,20 @@ class TrialCycling(DetectorBase):
             f"unconverted trial account{'s' if len(accounts) > 1 else ''}"
             for kind, accounts in sorted(shared.items(), key=lambda kv: -LINK_STRENGTH[kv[0]])
         ]
+        indirect = len(members) - len(ring)
+        if indirect:
+            reasons.append(f"linked through them to {indirect} more unconverted trial "
+                           f"account{'s' if indirect > 1 else ''}")
         if disposable:
             reasons.append(f"disposable email domain {email_domain(event.email)}")
-        severity = "high" if len(ring) >= 3 or score >= 0.97 else "medium"
+        severity = "high" if len(members) >= 3 or score >= 0.97 else "medium"
         return Verdict(
             score=round(score, 4),
             reasons=tuple(reasons),
             evidence={
-                "ring_size": len(ring) + 1,
-                "link_strength": {a: round(ring[a], 3) for a in related},
+                "ring_size": len(members) + 1,
+                "link_strength": {a: round(members[a], 3) for a in related},
+                "direct_links": len(ring),
                 "shared": {kind: {"value": keys_of[kind], "accounts": accts}
                            for kind, accts in shared.items()},
                 "plan": event.plan,
