@@ -355,7 +355,7 @@ def _trial_ring(w: _World, variant: str) -> list[str]:
             w.session(p, moment, usage=rng.randrange(3, 12), scale=2.0)
         accounts.append(p.account_id)
         previous = p
-    return accounts
+    return accounts if len(accounts) >= 2 else []  # one account in the window is no ring
 
 
 # -- abuse: logins -------------------------------------------------------------------------
@@ -422,9 +422,11 @@ def _scripted(w: _World, p: Person) -> None:
 
 # -- abuse: refunds ------------------------------------------------------------------------
 def _refund_cycles(w: _World, p: Person, cycles: int, *, heavy: float,
-                   start: float | None = None) -> None:
+                   start: float | None = None) -> int:
+    """Purchase, heavy use, refund, ``cycles`` times; return the refunds inside the window."""
     rng = w.rng
     t = start if start is not None else w.start + rng.uniform(0, 1.5) * DAY
+    refunds = 0
     for _ in range(cycles):
         amount = rng.choice((29.0, 49.0, 99.0, 199.0))
         order = w.purchase(p, t, amount)
@@ -433,9 +435,11 @@ def _refund_cycles(w: _World, p: Person, cycles: int, *, heavy: float,
             w.usage(p, t + hold * (k + 1) / 22, round(heavy * rng.uniform(0.5, 1.5), 2))
         w.refund(p, t + hold, order, amount, reason=rng.choice(("not as described",
                                                                 "did not work for me")))
+        refunds += t + hold < w.end
         t += hold + rng.uniform(6, 72) * HOUR
         if t > w.end:
             break
+    return refunds
 
 
 # -- benign look-alikes --------------------------------------------------------------------
@@ -600,23 +604,26 @@ def generate(accounts: int, days: int, seed: int,
         for _ in range(count(12)):
             p = w.person()
             w.live(p, w.start)
-            _refund_cycles(w, p, rng.randint(*cycles), heavy=heavy)
-            group.append(p.account_id)
+            budget -= 1
+            if _refund_cycles(w, p, rng.randint(*cycles), heavy=heavy) >= 2:
+                group.append(p.account_id)  # labelled only when the window shows the cycles
         _add_label(w, kind, "refund_abuse", group)
-        budget -= len(group)
     ring = []
     for _ in range(count(5)):
         card = w.card()
+        refunders = []
         for _ in range(rng.randint(3, 6)):
             p = w.person()
             p.card = card
             t = w.start + rng.uniform(0, w.days * 0.5) * DAY
             w.signup(p, t, rng.choice(("paid", "free")))
             w.live(p, t + HOUR)
-            _refund_cycles(w, p, 1, heavy=rng.uniform(60, 150), start=t + rng.uniform(60, 900))
-            ring.append(p.account_id)
+            budget -= 1
+            if _refund_cycles(w, p, 1, heavy=rng.uniform(60, 150), start=t + rng.uniform(60, 900)):
+                refunders.append(p.account_id)
+        if len(refunders) >= 2:
+            ring += refunders
     _add_label(w, "card_ring", "refund_abuse", ring)
-    budget -= len(ring)
     # benign look-alikes
     for kind, make, n in (("office_nat", _office, 2), ("university", _university, 2),
                           ("family_device", _family, 25)):
