@@ -128,6 +128,7 @@ class Detector(Protocol):
 
     name: str
     threshold: float
+    event_types: frozenset[str]  # the only event types whose keys() can be non-empty
 
     def keys(self, obs: Observation) -> Sequence[str]: ...
     def new_state(self, key: str) -> Any: ...
@@ -148,6 +149,8 @@ class DetectorBase:
 
     name: ClassVar[str] = ""
     threshold: float = 0.5
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {"signup", "login", "usage", "purchase", "refund"})
 
     def _settings(self) -> dict[str, Any]:
         import inspect

@@ -90,6 +90,16 @@ def _fingerprint(verdicts: list[tuple[int, Verdict]]) -> list[tuple]:
             for seq, v in verdicts]
 
 
+def check_event_types_declared(detector: Detector) -> None:
+    """``keys`` is empty for event types outside ``event_types`` (the engine skips them)."""
+    driver = _Driver(detector)
+    for seq, event in enumerate(sample_stream(days=3)):
+        obs = driver.observe(seq, event)
+        if event.kind not in detector.event_types:
+            assert not detector.keys(obs), f"{event.kind} has keys but is not declared"
+        update_profile(obs.profile, event, obs.t)
+
+
 def check_settings_are_keywords(detector: Detector) -> None:
     """Settings are keyword-only, have defaults and are stored under their own names."""
     params = list(inspect.signature(type(detector).__init__).parameters.values())[1:]
@@ -224,6 +234,7 @@ def check_state_bounded(detector: Detector) -> None:
 
 
 CHECKS = [
+    check_event_types_declared,
     check_settings_are_keywords,
     check_bad_settings_raise,
     check_docstring_example,

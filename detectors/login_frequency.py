@@ -26,11 +26,10 @@ Examples
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
-import msgspec
 from river import stats, utils
 
 from detectors.base import (
@@ -49,12 +48,40 @@ __all__ = ["LoginFrequency"]
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
 
 
-class EntityState(msgspec.Struct):
-    """Recent attempts on one IP, device or subnet: ``[t, account, success]`` rows."""
+class EntityState:
+    """Recent attempts on one IP, device or subnet, with running counts.
 
-    key: str
-    attempts: list[list[Any]] = msgspec.field(default_factory=list)
-    reported: dict[str, float] = msgspec.field(default_factory=dict)
+    ``attempts`` holds ``(t, account, success)`` in time order, at most ``MAX_ATTEMPTS``;
+    ``failures`` and ``failed_by`` count its failures, so scoring a login costs O(1) even on a
+    busy office NAT.
+    """
+
+    MAX_ATTEMPTS = 1024
+    __slots__ = ("attempts", "failed_by", "failures", "key", "reported")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.attempts: deque[tuple[float, str, bool]] = deque()
+        self.failures = 0
+        self.failed_by: dict[str, int] = {}
+        self.reported: dict[str, float] = {}
+
+    def evict_oldest(self) -> None:
+        _, account, success = self.attempts.popleft()
+        if not success:
+            self.failures -= 1
+            left = self.failed_by[account] - 1
+            if left:
+                self.failed_by[account] = left
+            else:
+                del self.failed_by[account]
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, values):
+        for name, value in values.items():
+            setattr(self, name, value)
 
 
 class AccountState:
@@ -107,6 +134,7 @@ class LoginFrequency(DetectorBase):
     """
 
     name = "login_frequency"
+    event_types = frozenset({"login"})
 
     def __init__(
         self,
@@ -158,7 +186,7 @@ class LoginFrequency(DetectorBase):
     def new_state(self, key: str) -> EntityState | AccountState:
         if key.startswith("acct:"):
             return AccountState(key, self.scripted_intervals)
-        return EntityState(key=key)
+        return EntityState(key)
 
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
@@ -178,19 +206,32 @@ class LoginFrequency(DetectorBase):
             self._learn_entity(state, obs, verdict)
 
     # -- one IP, device or subnet against many accounts ---------------------------------
-    def _window(self, attempts: list[list[Any]], now: float) -> list[list[Any]]:
-        since = now - self.window_minutes * 60
-        return [a for a in attempts if a[0] >= since]
-
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
         event = obs.event
-        recent = self._window(state.attempts, obs.t)
-        recent.append([obs.t, event.account_id, event.success])
-        failed = {a[1] for a in recent if not a[2]}
+        since = obs.t - self.window_minutes * 60
+        attempts, failures = len(state.attempts), state.failures
+        stale: dict[str, int] = {}  # failures that left the window since the last learn
+        for t, account, success in state.attempts:
+            if t >= since:
+                break
+            attempts -= 1
+            if not success:
+                failures -= 1
+                stale[account] = stale.get(account, 0) + 1
+        attempts += 1
+        if not event.success:
+            failures += 1
+        failure_ratio = failures / attempts
         kind, value = state.key.split(":", 1)
         needed = self.stuffing_min_accounts * (2 if kind == "net" else 1)
-        failure_ratio = sum(1 for a in recent if not a[2]) / len(recent)
-        if len(failed) < needed or failure_ratio < self.stuffing_min_failure_ratio:
+        new_account = not event.success and event.account_id not in state.failed_by
+        if (len(state.failed_by) + new_account < needed
+                or failure_ratio < self.stuffing_min_failure_ratio):
+            return None  # the cheap bound: most logins stop here
+        failed = {a for a, n in state.failed_by.items() if n > stale.get(a, 0)}
+        if not event.success:
+            failed.add(event.account_id)
+        if len(failed) < needed:
             return None
         entity = _ENTITY[kind].format(value)
         reasons = [
@@ -201,14 +242,14 @@ class LoginFrequency(DetectorBase):
         if event.success:
             reasons.append(f"successful login from {entity} during the attack: likely takeover")
             score = max(score, 0.95)
-        earlier = tuple(a for a in dict.fromkeys(a[1] for a in recent if not a[2])
-                        if a != event.account_id and a not in state.reported)
+        earlier = tuple(sorted(a for a in failed
+                               if a != event.account_id and a not in state.reported))
         return Verdict(
             score=round(score, 4),
             reasons=tuple(reasons),
             evidence={
                 "pattern": "credential_stuffing", kind: value,
-                "accounts_failed": len(failed), "attempts": len(recent),
+                "accounts_failed": len(failed), "attempts": attempts,
                 "failure_ratio": round(failure_ratio, 3),
             },
             also_flag=earlier,
@@ -217,16 +258,21 @@ class LoginFrequency(DetectorBase):
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
-        state.attempts = self._window(state.attempts, obs.t)[-1023:]
-        state.attempts.append([obs.t, event.account_id, event.success])
         since = obs.t - self.window_minutes * 60
+        attempts = state.attempts
+        while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
+            state.evict_oldest()
+        attempts.append((obs.t, event.account_id, event.success))
+        if not event.success:
+            state.failures += 1
+            state.failed_by[event.account_id] = state.failed_by.get(event.account_id, 0) + 1
         if verdict is not None:
             for account in (event.account_id, *verdict.also_flag):
                 state.reported[account] = obs.t
-        if len(state.reported) > 1024 or (state.reported and verdict is None):
-            # Bounded like ``attempts``: the oldest reports go first.
-            kept = [(a, t) for a, t in state.reported.items() if t >= since][-1024:]
-            state.reported = dict(kept)
+        if state.reported and (verdict is not None or not state.failed_by):
+            # Bounded like ``attempts``: reports older than the window go first.
+            kept = [(a, t) for a, t in state.reported.items() if t >= since]
+            state.reported = dict(kept[-state.MAX_ATTEMPTS:])
 
     # -- one account --------------------------------------------------------------------
     def _score_account(self, state: AccountState, obs: Observation) -> Verdict | None:

@@ -95,6 +95,7 @@ class RefundAbuse(DetectorBase):
     """
 
     name = "refund_abuse"
+    event_types = frozenset({"purchase", "refund"})
 
     def __init__(
         self,

@@ -109,6 +109,7 @@ class TrialCycling(DetectorBase):
     """
 
     name = "trial_cycling"
+    event_types = frozenset({"signup", "purchase"})
 
     def __init__(
         self,

@@ -46,7 +46,7 @@ from detectors.base import (
     update_profile,
 )
 from pipeline.allowlist import Allowlist
-from schemas.events import Event
+from schemas.events import EVENT_TYPES, Event
 from schemas.flags import Flag, severity_of
 
 __all__ = ["Engine", "EngineState", "EngineStats", "flag_id", "format_ts", "utc_now"]
@@ -136,6 +136,9 @@ class Engine:
         if unknown:
             raise ValueError(f"shadow names unknown detector(s) {sorted(unknown)}")
         self.detectors = list(detectors)
+        # Which detectors read which event type: most events (usage) skip them all.
+        self._by_type = {kind: [d for d in self.detectors if kind in d.event_types]
+                         for kind in EVENT_TYPES}
         self.state = state or EngineState()
         for name in names:
             self.state.keyed.setdefault(name, {})
@@ -165,9 +168,10 @@ class Engine:
             state.max_t = t
             if t - state.last_sweep_t >= self.sweep_every:
                 self.sweep(t)
-        obs = Observation(event=event, t=t, seq=seq, profile=profile)
         flags: list[Flag] = []
-        for detector in self.detectors:
+        detectors = self._by_type[event.kind]
+        obs = Observation(event=event, t=t, seq=seq, profile=profile) if detectors else None
+        for detector in detectors:
             verdict = step(detector, state.keyed[detector.name], obs)
             if verdict is not None:
                 flags.extend(self._flags(detector.name, obs, verdict))

@@ -15,7 +15,7 @@ human-readable reason naming the field and what was wrong, for the dead-letter o
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -41,17 +41,14 @@ PositiveAmount = Annotated[float, msgspec.Meta(gt=0)]
 class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
     """Fields common to every event; ``type`` is the msgspec tag."""
 
+    kind: ClassVar[str]  # the contract's ``type`` value; a class attribute, read on the hot path
     event_id: NonEmpty
     ts: Timestamp
     account_id: NonEmpty
 
-    @property
-    def kind(self) -> str:
-        """The contract's ``type`` value (``"signup"``, ``"login"``, ...)."""
-        return self.__struct_config__.tag  # type: ignore[return-value]
-
 
 class Signup(_Event, tag="signup", frozen=True, kw_only=True):
+    kind: ClassVar[str] = "signup"
     email: NonEmpty
     ip: NonEmpty
     device_id: NonEmpty
@@ -61,6 +58,7 @@ class Signup(_Event, tag="signup", frozen=True, kw_only=True):
 
 
 class Login(_Event, tag="login", frozen=True, kw_only=True):
+    kind: ClassVar[str] = "login"
     ip: NonEmpty
     device_id: NonEmpty
     success: bool
@@ -69,17 +67,20 @@ class Login(_Event, tag="login", frozen=True, kw_only=True):
 
 
 class Usage(_Event, tag="usage", frozen=True, kw_only=True):
+    kind: ClassVar[str] = "usage"
     feature: NonEmpty
     units: Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Purchase(_Event, tag="purchase", frozen=True, kw_only=True):
+    kind: ClassVar[str] = "purchase"
     order_id: NonEmpty
     amount: PositiveAmount
     currency: Currency
 
 
 class Refund(_Event, tag="refund", frozen=True, kw_only=True):
+    kind: ClassVar[str] = "refund"
     order_id: NonEmpty
     amount: PositiveAmount
     currency: Currency
