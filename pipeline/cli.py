@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="publish events to their Kafka topics")
     produce.add_argument("--input", required=True)
     produce.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
+    produce.add_argument("--partitions", type=int, default=6,
+                         help="partitions for topics that do not exist yet (default 6)")
 
     worker = commands.add_parser("worker", help="the streaming worker (faust)")
     worker.add_argument("--bootstrap", required=True, metavar="HOST:PORT")

@@ -7,6 +7,7 @@ line number and reason and not sent.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from pipeline.kafka_settings import KafkaSettings
 from pipeline.sources import open_input, read_lines
 from schemas.events import decode_event
 
-__all__ = ["ProduceSummary", "produce_file"]
+__all__ = ["ProduceSummary", "ensure_topics", "produce_file"]
 
 
 @dataclass
@@ -34,14 +35,35 @@ class ProduceSummary:
                 f"in {self.seconds:.1f} s ({rate:,.0f}/s); {topics}")
 
 
-def produce_file(path: str, settings: KafkaSettings, *, progress: bool | None = None,
-                 report=sys.stderr) -> ProduceSummary:
+def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**settings.client_kwargs())
+    try:
+        missing = [name for name in names if name not in set(admin.list_topics())]
+        for name in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process made it
+                admin.create_topics([NewTopic(name, partitions, 1)])
+        return missing
+    finally:
+        admin.close()
+
+
+def produce_file(path: str, settings: KafkaSettings, *, partitions: int = 6,
+                 progress: bool | None = None, report=sys.stderr) -> ProduceSummary:
+    """Publish a file's valid events; create missing topics with ``partitions`` partitions."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     summary = ProduceSummary()
     started = time.perf_counter()
     stream = open_input(path)
+    try:
+        ensure_topics(settings, settings.event_topics(), partitions)
+    except KafkaError as error:
+        raise ValueError(f"cannot reach Kafka at {settings.bootstrap}: {error}") from error
     lines = read_lines(stream, "stdin" if path == "-" else path)
     if progress if progress is not None else sys.stderr.isatty():
         from tqdm import tqdm

@@ -15,7 +15,7 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "produce":
         from pipeline.produce import produce_file
 
-        summary = produce_file(args.input, settings)
+        summary = produce_file(args.input, settings, partitions=args.partitions)
         print(summary.render(), file=sys.stderr)
         return 0
     print("abuse-pipeline worker: the streaming worker is not built yet (issue: Streaming); "

@@ -1,0 +1,47 @@
+"""``abuse-pipeline produce`` against a real Apache Kafka broker."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from detectors.testing import make_event
+from pipeline.cli import main
+from schemas import encode_event
+
+pytestmark = pytest.mark.kafka
+
+
+def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out(
+        kafka_bootstrap, tmp_path, capsys, monkeypatch):
+    from kafka import KafkaConsumer
+
+    monkeypatch.setenv("ABUSE_TOPIC_PREFIX", "produce-test.")
+    kinds = ["signup", "login", "usage", "purchase", "refund"]
+    extra = {"refund": {"order_id": "o-1"}}
+    events = [make_event(kind, account_id=f"acct{i % 7}", t=float(i), **extra.get(kind, {}))
+              for i, kind in enumerate(kinds * 20)]
+    lines = [encode_event(e) for e in events]
+    lines[10:10] = [b"{broken", b'{"type": "usage"}']
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert main(["produce", "--input", str(source), "--bootstrap", kafka_bootstrap]) == 0
+    report = capsys.readouterr().err
+    assert f"{source}:11: not sent: not valid JSON" in report
+    assert f"{source}:12: not sent:" in report and "100 sent, 2 invalid" in report
+
+    topics = [f"produce-test.events.{kind}" for kind in kinds]
+    consumer = KafkaConsumer(*topics, bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000,
+                             group_id="produce-test")
+    received = list(consumer)
+    consumer.close()
+    assert len(received) == 100
+    assert Counter(m.topic for m in received) == {topic: 20 for topic in topics}
+    for message in received:
+        body = json.loads(message.value)
+        assert message.key.decode() == body["account_id"]
+        assert message.topic.endswith(body["type"])
+    partitions = {m.partition for m in received}
+    assert len(partitions) > 1  # six partitions were created, keys spread over them
