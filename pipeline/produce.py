@@ -52,11 +52,12 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int) ->
 
 
 def produce_file(path: str, settings: KafkaSettings, *, partitions: int = 6,
-                 progress: bool | None = None, report=sys.stderr) -> ProduceSummary:
+                 progress: bool | None = None, report=None) -> ProduceSummary:
     """Publish a file's valid events; create missing topics with ``partitions`` partitions."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    report = report or sys.stderr  # looked up now: stderr may have been replaced
     summary = ProduceSummary()
     started = time.perf_counter()
     stream = open_input(path)
