@@ -27,7 +27,9 @@ __all__ = [
     "Detector",
     "DetectorBase",
     "Observation",
+    "SlotState",
     "Verdict",
+    "merge",
     "new_profile",
     "probe",
     "step",
@@ -179,19 +181,35 @@ class DetectorBase:
         return None
 
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
-        """Merge per-key verdicts: the highest score leads; reasons and accounts are unioned."""
+        """Merge the per-key verdicts that reach the threshold (see :func:`merge`)."""
         kept = [v for v in verdicts if v.score >= self.threshold]
-        if not kept:
-            return None
-        kept.sort(key=lambda v: -v.score)
-        return Verdict(
-            score=kept[0].score,
-            reasons=_unique(r for v in kept for r in v.reasons),
-            evidence=_merge_evidence(kept),
-            related_accounts=_unique(a for v in kept for a in v.related_accounts),
-            also_flag=_unique(a for v in kept for a in v.also_flag),
-            severity=kept[0].severity,
-        )
+        return merge(kept) if kept else None
+
+
+class SlotState:
+    """Base for per-key states with ``__slots__``: picklable, for checkpoints."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+def merge(verdicts: list[Verdict]) -> Verdict:
+    """One verdict from several: the highest score leads; reasons and accounts are unioned."""
+    kept = sorted(verdicts, key=lambda v: -v.score)
+    return Verdict(
+        score=kept[0].score,
+        reasons=_unique(r for v in kept for r in v.reasons),
+        evidence=_merge_evidence(kept),
+        related_accounts=_unique(a for v in kept for a in v.related_accounts),
+        also_flag=_unique(a for v in kept for a in v.also_flag),
+        severity=kept[0].severity,
+    )
 
 
 def _unique(items) -> tuple:

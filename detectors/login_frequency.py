@@ -36,9 +36,11 @@ from detectors.base import (
     HOUR,
     DetectorBase,
     Observation,
+    SlotState,
     Verdict,
     check_positive,
     check_unit_interval,
+    merge,
 )
 from detectors.geo import distance_km
 from detectors.linking import subnet24
@@ -48,7 +50,7 @@ __all__ = ["LoginFrequency"]
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
 
 
-class EntityState:
+class EntityState(SlotState):
     """Recent attempts on one IP, device or subnet, with running counts.
 
     ``attempts`` holds ``(t, account, success)`` in time order, at most ``MAX_ATTEMPTS``;
@@ -76,15 +78,9 @@ class EntityState:
             else:
                 del self.failed_by[account]
 
-    def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, values):
-        for name, value in values.items():
-            setattr(self, name, value)
 
 
-class AccountState:
+class AccountState(SlotState):
     """One account's recent logins and its learned baselines."""
 
     __slots__ = ("failure_rate", "folded_t", "gap_mean", "gap_var", "key", "last_t", "logins",
@@ -101,12 +97,6 @@ class AccountState:
         self.n_gaps = 0
         self.last_t: float | None = None
 
-    def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, values):
-        for name, value in values.items():
-            setattr(self, name, value)
 
 
 class LoginFrequency(DetectorBase):
@@ -285,15 +275,7 @@ class LoginFrequency(DetectorBase):
             )
             if finding is not None
         ]
-        if not findings:
-            return None
-        findings.sort(key=lambda f: -f.score)
-        return Verdict(
-            score=findings[0].score,
-            reasons=tuple(r for f in findings for r in f.reasons),
-            evidence={k: v for f in reversed(findings) for k, v in f.evidence.items()},
-            severity=findings[0].severity,
-        )
+        return merge(findings) if findings else None
 
     def _brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
         since = obs.t - self.window_minutes * 60

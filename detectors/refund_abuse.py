@@ -39,6 +39,7 @@ from detectors.base import (
     DAY,
     DetectorBase,
     Observation,
+    SlotState,
     Verdict,
     check_positive,
     check_unit_interval,
@@ -56,7 +57,7 @@ class RefundsState(msgspec.Struct):
     rows: list[list[Any]] = msgspec.field(default_factory=list)
 
 
-class PopulationState:
+class PopulationState(SlotState):
     """Daily usage of paying accounts, as online quantiles."""
 
     __slots__ = ("key", "last_t", "n", "p50", "p90")
@@ -68,12 +69,6 @@ class PopulationState:
         self.n = 0
         self.last_t = 0.0
 
-    def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, values):
-        for name, value in values.items():
-            setattr(self, name, value)
 
 
 class RefundAbuse(DetectorBase):
