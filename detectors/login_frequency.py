@@ -83,17 +83,16 @@ class EntityState(SlotState):
 class AccountState(SlotState):
     """One account's recent logins and its learned baselines."""
 
-    __slots__ = ("failure_rate", "folded_t", "gap_mean", "gap_var", "key", "last_t", "logins",
-                 "n_gaps")
+    __slots__ = ("failure_rate", "folded_t", "gaps", "key", "last_t", "logins", "n_gaps")
 
     def __init__(self, key: str, window: int) -> None:
         self.key = key
         # (t, success, device, country, flagged), the last ``sharing_window_hours``
-        self.logins: list[tuple[float, bool, str, str | None, bool]] = []
+        self.logins: deque[tuple[float, bool, str, str | None, bool]] = deque(maxlen=256)
         self.failure_rate = stats.EWMean(fading_factor=0.05)
         self.folded_t = float("-inf")  # logins up to here are in ``failure_rate``
-        self.gap_mean = utils.Rolling(stats.Mean, window_size=window)
-        self.gap_var = utils.Rolling(stats.Var, window_size=window)
+        # rolling variance of the gaps between logins; its ``obj.mean`` is their rolling mean
+        self.gaps = utils.Rolling(stats.Var, window_size=window)
         self.n_gaps = 0
         self.last_t: float | None = None
 
@@ -279,8 +278,11 @@ class LoginFrequency(DetectorBase):
 
     def _brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
         since = obs.t - self.window_minutes * 60
-        failures = sum(1 for login in state.logins if login[0] >= since and not login[1])
-        failures += 0 if obs.event.success else 1
+        failures = 0 if obs.event.success else 1
+        for login in reversed(state.logins):  # newest first: stop at the window's edge
+            if login[0] < since:
+                break
+            failures += not login[1]
         usual = state.failure_rate.get()
         needed = self.brute_force_min_failures * (1 + 4 * usual)
         if failures < needed:
@@ -301,7 +303,13 @@ class LoginFrequency(DetectorBase):
         if not event.success:
             return None
         since = obs.t - self.sharing_window_hours * HOUR
-        logins = [lg for lg in state.logins if lg[0] >= since and lg[1]]
+        logins = []
+        for login in reversed(state.logins):
+            if login[0] < since:
+                break
+            if login[1]:
+                logins.append(login)
+        logins.reverse()
         logins.append((obs.t, True, event.device_id, event.country, False))
         devices = {lg[2] for lg in logins}
         countries = {lg[3] for lg in logins if lg[3]}
@@ -335,10 +343,10 @@ class LoginFrequency(DetectorBase):
     def _scripted(self, state: AccountState, obs: Observation) -> Verdict | None:
         if state.last_t is None or state.n_gaps < self.scripted_intervals:
             return None
-        mean = state.gap_mean.get()
+        mean = state.gaps.obj.mean.get()
         if mean <= 0 or mean > 6 * HOUR:
             return None
-        cv = max(state.gap_var.get(), 0.0) ** 0.5 / mean
+        cv = max(state.gaps.get(), 0.0) ** 0.5 / mean
         if cv > self.scripted_max_cv:
             return None
         score = 0.7 + 0.29 * (1 - cv / self.scripted_max_cv)
@@ -355,16 +363,18 @@ class LoginFrequency(DetectorBase):
         self._fold_baseline(state, obs.t)
         if state.last_t is not None and obs.t >= state.last_t:
             gap = obs.t - state.last_t
-            state.gap_mean.update(gap)
-            state.gap_var.update(gap)
+            state.gaps.update(gap)
             state.n_gaps += 1
         state.last_t = obs.t
         horizon = obs.t - max(self.sharing_window_hours * HOUR, self.window_minutes * 60)
-        state.logins = [lg for lg in state.logins if lg[0] >= horizon][-255:]
+        logins = state.logins
+        while logins and logins[0][0] < horizon:
+            logins.popleft()
         if verdict is not None:
             # The whole burst belongs to the abuse, not only the login that tipped it over.
             since = obs.t - self.window_minutes * 60
-            state.logins = [(*lg[:4], True) if lg[0] >= since else lg for lg in state.logins]
+            state.logins = deque(((*lg[:4], True) if lg[0] >= since else lg for lg in logins),
+                                 maxlen=logins.maxlen)
         state.logins.append((obs.t, event.success, event.device_id, event.country,
                              verdict is not None))
 
