@@ -19,7 +19,7 @@ from detectors.login_frequency import LoginFrequency
 from detectors.refund_abuse import RefundAbuse
 from detectors.trial_cycling import TrialCycling
 
-__all__ = ["REGISTRY", "build"]
+__all__ = ["REGISTRY", "build", "load_settings"]
 
 REGISTRY: dict[str, Callable[..., Detector]] = {
     TrialCycling.name: TrialCycling,
@@ -36,7 +36,27 @@ def build(
     """Instantiate detectors by name (all by default) with optional keyword settings."""
     settings = settings or {}
     chosen = list(REGISTRY) if names is None else list(names)
-    unknown = [name for name in chosen if name not in REGISTRY]
+    unknown = [name for name in [*chosen, *settings] if name not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(REGISTRY)}")
-    return [REGISTRY[name](**settings.get(name, {})) for name in chosen]
+    detectors = []
+    for name in chosen:
+        try:
+            detectors.append(REGISTRY[name](**settings.get(name, {})))
+        except TypeError as error:  # an unknown or positional setting
+            raise ValueError(f"bad settings for {name}: {error}") from error
+    return detectors
+
+
+def load_settings(path: str) -> dict[str, dict[str, Any]]:
+    """Read ``{"detector name": {"setting": value, ...}, ...}`` from a JSON file."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read settings {path}: {error}") from error
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"settings {path}: expected {{detector: {{setting: value}}}}")
+    return data

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--shadow", type=_csv, default=[],
                         help="detectors in shadow mode: flags marked mode=shadow")
     replay.add_argument("--allowlist", metavar="JSON", help="accounts/attributes never flagged")
+    replay.add_argument("--settings", metavar="JSON",
+                        help='detector settings, e.g. {"trial_cycling": {"threshold": 0.85}}')
     replay.add_argument("--lateness", type=float, default=300.0,
                         help="seconds of cross-account disorder to reorder (default 300)")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,13 +68,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _replay(args: argparse.Namespace) -> int:
     from detectors import build
+    from detectors.registry import load_settings
     from pipeline.allowlist import Allowlist
     from pipeline.engine import Engine
     from pipeline.replay import replay_file
     from pipeline.sinks import ClickHouseDeadLetterSink, ClickHouseFlagSink, JsonlSink
 
     allowlist = Allowlist.from_file(args.allowlist) if args.allowlist else None
-    engine = Engine(build(args.detectors), shadow=args.shadow, allowlist=allowlist)
+    settings = load_settings(args.settings) if args.settings else None
+    engine = Engine(build(args.detectors, settings=settings), shadow=args.shadow,
+                    allowlist=allowlist)
     flag_sinks = [JsonlSink(args.output)]
     dead_sinks = [JsonlSink(args.dead_letter)] if args.dead_letter else []
     if args.clickhouse:

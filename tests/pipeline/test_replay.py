@@ -180,3 +180,18 @@ def test_unreadable_input_exits_non_zero_with_a_clear_message(tmp_path):
     fake = tmp_path / "fake.jsonl.gz"
     fake.write_bytes(b"not gzip at all")
     assert main(["replay", "--input", str(fake), "--output", str(tmp_path / "g.jsonl")]) == 2
+
+
+def test_detector_settings_from_a_file_change_what_is_flagged(tmp_path):
+    source = write_input(tmp_path / "events.jsonl", abusive_events(), invalid=[])
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"login_frequency": {"stuffing_min_accounts": 50}}))
+    default = read_jsonl(replay(tmp_path, source, name="d.jsonl"))
+    tuned = read_jsonl(replay(tmp_path, source, "--settings", str(strict), name="t.jsonl"))
+    assert any(f["detector"] == "login_frequency" for f in default)
+    assert not any(f["detector"] == "login_frequency" for f in tuned)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"login_frequency": {"no_such_setting": 1}}))
+    out = tmp_path / "x.jsonl"
+    args = ["replay", "--input", str(source), "--output", str(out), "--settings", str(bad)]
+    assert main(args) == 2
