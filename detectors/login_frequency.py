@@ -7,10 +7,10 @@ Logins are seen from four sides, each a key with its own bounded state:
   stuffing: every account it hit is flagged, and a success from it (a likely takeover) too.
   An office NAT has many accounts too, but mostly successful logins.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
-  failure rate (``stats.EWMean``, never updated from flagged events) scales the brute-force
-  threshold; the rolling mean and variance of the gaps between logins (``utils.Rolling``)
-  expose machine-regular, scripted logins; the devices and countries of recent successful
-  logins, with the travel speed between countries, expose shared accounts.
+  failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
+  brute-force threshold; the rolling mean and variance of the gaps between logins
+  (``utils.Rolling``) expose machine-regular, scripted logins; the devices and countries of
+  recent successful logins, with the travel speed between countries, expose shared accounts.
 
 Examples
 --------
@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from itertools import pairwise
 
-from river import stats, utils
+from river import proba, stats, utils
 
 from detectors.base import (
     HOUR,
@@ -47,6 +47,7 @@ from detectors.linking import subnet24
 
 __all__ = ["LoginFrequency"]
 
+PRIOR_FAILURE_RATE = 1 / 20
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
 
 
@@ -54,23 +55,30 @@ class EntityState(SlotState):
     """Recent attempts on one IP, device or subnet, with running counts.
 
     ``attempts`` holds ``(t, account, success)`` in time order, at most ``MAX_ATTEMPTS``;
-    ``failures`` and ``failed_by`` count its failures, so scoring a login costs O(1) even on a
-    busy office NAT.
+    ``failures`` and ``failed_by`` count its failures and ``ok_by`` its successes per account,
+    so scoring a login costs O(1) even on a busy office NAT.
     """
 
     MAX_ATTEMPTS = 1024
-    __slots__ = ("attempts", "failed_by", "failures", "key", "reported")
+    __slots__ = ("attempts", "failed_by", "failures", "key", "ok_by", "reported")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.attempts: deque[tuple[float, str, bool]] = deque()
         self.failures = 0
         self.failed_by: dict[str, int] = {}
+        self.ok_by: dict[str, int] = {}
         self.reported: dict[str, float] = {}
 
     def evict_oldest(self) -> None:
         _, account, success = self.attempts.popleft()
-        if not success:
+        if success:
+            left = self.ok_by[account] - 1
+            if left:
+                self.ok_by[account] = left
+            else:
+                del self.ok_by[account]
+        else:
             self.failures -= 1
             left = self.failed_by[account] - 1
             if left:
@@ -89,7 +97,9 @@ class AccountState(SlotState):
         self.key = key
         # (t, success, device, country, flagged), the last ``sharing_window_hours``
         self.logins: deque[tuple[float, bool, str, str | None, bool]] = deque(maxlen=256)
-        self.failure_rate = stats.EWMean(fading_factor=0.05)
+        # the usual share of failed logins, with a prior of about 1 in 20 so that one early
+        # mistype does not read as "this account always fails"
+        self.failure_rate = proba.Beta(1, 19)  # mean 1/20 = PRIOR_FAILURE_RATE
         self.folded_t = float("-inf")  # logins up to here are in ``failure_rate``
         # rolling variance of the gaps between logins; its ``obj.mean`` is their rolling mean
         self.gaps = utils.Rolling(stats.Var, window_size=window)
@@ -200,11 +210,14 @@ class LoginFrequency(DetectorBase):
         since = obs.t - self.window_minutes * 60
         attempts, failures = len(state.attempts), state.failures
         stale: dict[str, int] = {}  # failures that left the window since the last learn
+        stale_ok: dict[str, int] = {}
         for t, account, success in state.attempts:
             if t >= since:
                 break
             attempts -= 1
-            if not success:
+            if success:
+                stale_ok[account] = stale_ok.get(account, 0) + 1
+            else:
                 failures -= 1
                 stale[account] = stale.get(account, 0) + 1
         attempts += 1
@@ -217,10 +230,15 @@ class LoginFrequency(DetectorBase):
         if (len(state.failed_by) + new_account < needed
                 or failure_ratio < self.stuffing_min_failure_ratio):
             return None  # the cheap bound: most logins stop here
-        failed = {a for a, n in state.failed_by.items() if n > stale.get(a, 0)}
+        # Accounts that failed and never got in: a colleague who mistyped after a password
+        # change and then logged in is no stuffing victim.
+        got_in = {a for a, n in state.ok_by.items() if n > stale_ok.get(a, 0)}
+        failed = {a for a, n in state.failed_by.items() if n > stale.get(a, 0)} - got_in
+        failed.discard(event.account_id)
+        hot = len(failed) >= needed  # the others alone make an attack: a success is a takeover
         if not event.success:
             failed.add(event.account_id)
-        if len(failed) < needed:
+        if len(failed) < needed or (event.success and not hot):
             return None
         entity = _ENTITY[kind].format(value)
         reasons = [
@@ -252,7 +270,9 @@ class LoginFrequency(DetectorBase):
         while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
             state.evict_oldest()
         attempts.append((obs.t, event.account_id, event.success))
-        if not event.success:
+        if event.success:
+            state.ok_by[event.account_id] = state.ok_by.get(event.account_id, 0) + 1
+        else:
             state.failures += 1
             state.failed_by[event.account_id] = state.failed_by.get(event.account_id, 0) + 1
         if verdict is not None:
@@ -283,8 +303,10 @@ class LoginFrequency(DetectorBase):
             if login[0] < since:
                 break
             failures += not login[1]
-        usual = state.failure_rate.get()
-        needed = self.brute_force_min_failures * (1 + 4 * usual)
+        rate = state.failure_rate
+        usual = rate.alpha / (rate.alpha + rate.beta)
+        # an account that often fails (a shared script, a forgetful owner) needs more
+        needed = self.brute_force_min_failures * (1 + 4 * max(0.0, usual - PRIOR_FAILURE_RATE))
         if failures < needed:
             return None
         reasons = [f"{failures} failed logins in {self.window_minutes:.0f} min "
@@ -389,5 +411,5 @@ class LoginFrequency(DetectorBase):
             if t > until:
                 break
             if t > state.folded_t and not flagged:
-                state.failure_rate.update(0.0 if success else 1.0)
+                state.failure_rate.update(not success)
         state.folded_t = max(state.folded_t, until)

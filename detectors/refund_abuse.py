@@ -51,7 +51,7 @@ POPULATION_KEY = "pop"
 
 
 class RefundsState(msgspec.Struct):
-    """Recent refunds of one account or one card: ``[account, t, units, days]`` rows."""
+    """Recent refunds of one account or one card: ``[account, t, units, days, order]`` rows."""
 
     key: str
     rows: list[list[Any]] = msgspec.field(default_factory=list)
@@ -135,6 +135,7 @@ class RefundAbuse(DetectorBase):
             return None
         if isinstance(state, PopulationState):
             rate = state.p50.get() if state.n >= self.min_population else None
+            rate = rate if rate else None  # a zero median says nothing about heaviness
             return Verdict(score=0.0, reasons=(), evidence={"role": "population",
                                                             "daily_units_p50": rate,
                                                             "purchases_seen": state.n})
@@ -153,10 +154,11 @@ class RefundAbuse(DetectorBase):
 
     def learn_one(self, state, obs: Observation, verdict: Verdict | None) -> None:
         if isinstance(state, PopulationState):
-            if obs.event.kind == "purchase":
-                profile = obs.profile
-                days = max(1.0, (obs.t - profile.first_t) / DAY)
-                rate = profile.units_total / days
+            profile = obs.profile
+            # Only accounts seen for a day or more say what a day of use is; a new customer
+            # who buys before using would teach the baseline "zero".
+            if obs.event.kind == "purchase" and obs.t - profile.first_t >= DAY:
+                rate = profile.units_total / ((obs.t - profile.first_t) / DAY)
                 state.p50.update(rate)
                 state.p90.update(rate)
                 state.n += 1
@@ -201,8 +203,11 @@ class RefundAbuse(DetectorBase):
         return units > self.heavy_factor * max(rate, 1e-9) * max(1.0, days)
 
     def _serial(self, refunds, obs, rate, evidence) -> list[tuple[float, str]]:
-        count = len(refunds)
-        heavy = [r for r in refunds if self._heavy(r, rate)]
+        # Count refunded orders, not refund events: one order refunded in three partial
+        # credits is one refund. The latest row of an order has its full consumption.
+        by_order = {row[4]: row for row in refunds}
+        count = len(by_order)
+        heavy = [r for r in by_order.values() if self._heavy(r, rate)]
         purchases = max(obs.profile.purchases, count)
         evidence.update(refunds=count, heavy_refunds=len(heavy), purchases=purchases,
                         units_since_order=refunds[-1][2], days_since_order=refunds[-1][3])
@@ -236,8 +241,10 @@ class RefundAbuse(DetectorBase):
 
 
 def _consumption(obs: Observation) -> list[Any]:
-    """``[account, t, units used since the order, days since the order]`` for a refund."""
-    order = obs.profile.orders.get(obs.event.order_id)
+    """``[account, t, units used since the order, days since it, order id]`` for a refund."""
+    order_id = obs.event.order_id
+    order = obs.profile.orders.get(order_id)
     if order is None:  # bought before the stream began: consumption unknown
-        return [obs.account_id, obs.t, None, None]
-    return [obs.account_id, obs.t, obs.profile.units_total - order[2], (obs.t - order[0]) / DAY]
+        return [obs.account_id, obs.t, None, None, order_id]
+    units, days = obs.profile.units_total - order[2], (obs.t - order[0]) / DAY
+    return [obs.account_id, obs.t, units, days, order_id]

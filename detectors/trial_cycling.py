@@ -239,10 +239,11 @@ class TrialCycling(DetectorBase):
                 strength = _stem_strength(stem or "", event.email, strength)
             for account, other_disposable, keys in evidence["candidates"]:
                 their_keys[account] = keys
+                link = strength  # per candidate: a boost for one must not leak to the next
                 if disposable and other_disposable and kind in DISPOSABLE_STRENGTH:
                     boosted.add(account)
-                    strength = max(strength, DISPOSABLE_STRENGTH[kind])
-                links.setdefault(account, []).append((kind, strength))
+                    link = max(strength, DISPOSABLE_STRENGTH[kind])
+                links.setdefault(account, []).append((kind, link))
         ring = {}
         for account, parts in links.items():
             linked = self._link(parts, disposable, account in boosted)
@@ -250,16 +251,22 @@ class TrialCycling(DetectorBase):
                 ring[account] = linked
         return ring, links, their_keys
 
-    def _link(self, parts: list[tuple[str, float]], disposable: bool,
+    def _link(self, parts: list[tuple[str, float]], no_household: bool,
               boosted: bool) -> float | None:
-        """Combine the shared keys of two accounts into one link strength (None: too weak)."""
+        """Combine the shared keys of two accounts into one link strength (None: too weak).
+
+        ``no_household``: the device + IP pattern cannot be a family here (throwaway email).
+        A household-shaped link (one device, one IP, nothing else) is discounted but kept as a
+        weak ring member, even when a crowded IP (carrier NAT) adds almost nothing to it: a
+        family stays small, a ring on one device keeps growing.
+        """
         miss = 1.0
         for _, strength in parts:
             miss *= 1.0 - strength
         linked = 1.0 - miss
         kinds = {kind for kind, _ in parts}
-        if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not disposable:
-            linked *= HOUSEHOLD_DISCOUNT
+        if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not no_household:
+            linked = max(linked * HOUSEHOLD_DISCOUNT, self.min_link)
         one_weak_link = len(kinds) == 1 and kinds <= WEAK and not boosted
         return linked if linked >= self.min_link and not one_weak_link else None
 

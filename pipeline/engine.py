@@ -18,7 +18,7 @@ Examples
 >>> flags = [f for i in range(12) for f in engine.process(
 ...     make_event("login", account_id="a1", t=10.0 * i, success=False, event_id=f"e{i}"))]
 >>> [(f.account_id, f.severity, f.reasons[0]) for f in flags]
-[('a1', 'low', '10 failed logins in 60 min (usual failure rate 0%)')]
+[('a1', 'low', '10 failed logins in 60 min (usual failure rate 5%)')]
 >>> engine.process(make_event("login", account_id="a1", t=200.0, success=False, event_id="e3"))
 []
 >>> engine.stats.duplicates
