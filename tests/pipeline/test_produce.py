@@ -1,6 +1,7 @@
 """``abuse-pipeline produce`` against a real Apache Kafka broker."""
 
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -12,10 +13,28 @@ from schemas import encode_event
 pytestmark = pytest.mark.kafka
 
 
+def read_all(bootstrap, topics, *, expected, deadline_s=60.0):
+    """Every message of ``topics`` from the start, with assigned partitions (no group join,
+    which on a fresh broker can take longer than a consumer's idle timeout)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        received, started = [], time.monotonic()
+        while len(received) < expected and time.monotonic() - started < deadline_s:
+            for batch in consumer.poll(timeout_ms=500).values():
+                received.extend(batch)
+        return received
+    finally:
+        consumer.close()
+
+
 def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out(
         kafka_bootstrap, tmp_path, capsys, monkeypatch):
-    from kafka import KafkaConsumer
-
     monkeypatch.setenv("ABUSE_TOPIC_PREFIX", "produce-test.")
     kinds = ["signup", "login", "usage", "purchase", "refund"]
     extra = {"refund": {"order_id": "o-1"}}
@@ -32,11 +51,7 @@ def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out
     assert f"{source}:12: not sent:" in report and "100 sent, 2 invalid" in report
 
     topics = [f"produce-test.events.{kind}" for kind in kinds]
-    consumer = KafkaConsumer(*topics, bootstrap_servers=kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000,
-                             group_id="produce-test")
-    received = list(consumer)
-    consumer.close()
+    received = read_all(kafka_bootstrap, topics, expected=100)
     assert len(received) == 100
     assert Counter(m.topic for m in received) == {topic: 20 for topic in topics}
     for message in received:

@@ -1,0 +1,303 @@
+"""login_frequency at the engine level: logins in, flags out.
+
+Every scenario asserts exactly which accounts are flagged. Timing is irregular (human) unless
+the scenario is about machine regularity.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from detectors import build
+from detectors.base import DAY, HOUR
+from detectors.testing import make_event
+from pipeline.engine import Engine
+
+NAME = "login_frequency"
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+MINUTE = 60.0
+
+
+def replay(events) -> dict[str, list]:
+    """Feed events in time order through a fresh engine; return {account_id: [flags]}."""
+    engine = Engine(build([NAME]), clock=lambda: "2026-11-02T00:00:00.000Z")
+    flags: dict[str, list] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e.ts):
+        for flag in engine.process(event):
+            check_flag(flag)
+            flags[flag.account_id].append(flag)
+    for account, own in flags.items():
+        # One flag per account per episode; a later one only when the severity rises.
+        ranks = [SEVERITY_RANK[f.severity] for f in own]
+        assert ranks == sorted(set(ranks)), (account, [f.severity for f in own])
+    return dict(flags)
+
+
+def check_flag(flag) -> None:
+    assert flag.detector == NAME
+    assert 0.0 <= flag.score <= 1.0
+    assert flag.severity in SEVERITY_RANK
+    assert flag.reasons and all(isinstance(r, str) and r.strip() for r in flag.reasons)
+    assert flag.account_id not in flag.related_accounts
+    assert len(set(flag.related_accounts)) == len(flag.related_accounts)
+
+
+def login(account: str, t: float, *, ip: str, device: str, success: bool = True,
+          country: str = "US", agent: str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"):
+    return make_event("login", account_id=account, t=t, ip=ip, device_id=device,
+                      success=success, country=country, user_agent=agent)
+
+
+def ordinary_users(rng: random.Random, start: float, hours: float, n: int = 6):
+    """Unrelated people logging in normally around the same time, from their own homes."""
+    events = []
+    for i in range(n):
+        ip = f"{rng.randrange(60, 220)}.{rng.randrange(256)}.{rng.randrange(256)}.{i + 10}"
+        for _ in range(rng.randint(1, 3)):
+            events.append(login(f"user-{i}", start + rng.uniform(0, hours) * HOUR, ip=ip,
+                                device=f"d-home-{i}"))
+    return events
+
+
+def accounts_in(flags: dict[str, list], pattern: str) -> set[str]:
+    return {a for a, own in flags.items() if any(f.evidence.get("pattern") == pattern
+                                                 for f in own)}
+
+
+# -- abuse ----------------------------------------------------------------------------------
+STUFFER_IP = "185.220.101.47"
+VICTIMS = [f"victim{i:02d}" for i in range(30)]
+
+
+def stuffing_attack(rng: random.Random, start: float):
+    """One IP failing against 30 distinct accounts within 40 minutes, in shuffled order."""
+    times = sorted(rng.uniform(0, 40 * MINUTE) for _ in VICTIMS)
+    return [login(v, start + t, ip=STUFFER_IP, device=f"hb-{rng.getrandbits(32):08x}",
+                  success=False, country="NL", agent="python-requests/2.31")
+            for v, t in zip(VICTIMS, times, strict=True)]
+
+
+class TestCredentialStuffing:
+    def test_every_account_hit_by_one_ip_is_flagged_including_the_first(self):
+        rng = random.Random(11)
+        start = 2 * DAY + 3 * HOUR
+        attack = stuffing_attack(rng, start)
+        flags = replay(attack + ordinary_users(rng, start - HOUR, 3))
+        assert set(flags) == set(VICTIMS)
+        # The first victims were flagged through the later evidence (also_flag).
+        first = [e.account_id for e in attack[:4]]
+        for victim in first:
+            flag = flags[victim][0]
+            assert flag.evidence["triggering_account"] != victim
+            assert flag.related_accounts[0] == flag.evidence["triggering_account"]
+        for own in flags.values():
+            for flag in own:
+                assert flag.evidence["pattern"] == "credential_stuffing"
+                assert flag.evidence["ip"] == STUFFER_IP
+                assert flag.reasons[0].startswith(f"IP {STUFFER_IP} failed logins against ")
+                assert flag.evidence["accounts_failed"] >= 5
+        assert max(f.evidence["accounts_failed"] for o in flags.values() for f in o) == 30
+        # No victim is flagged twice at one severity.
+        assert all(len(own) == len({f.severity for f in own}) for own in flags.values())
+
+    def test_a_success_from_the_attacking_ip_is_a_high_severity_takeover(self):
+        rng = random.Random(12)
+        start = 5 * DAY + 22 * HOUR
+        attack = stuffing_attack(rng, start)
+        early = attack[2]  # failed early on, then the attacker finds its password
+        takeover_t = start + 25 * MINUTE
+        events = [*attack,
+                  login(early.account_id, takeover_t, ip=STUFFER_IP, device="hb-77aa01fe",
+                        country="NL", agent="python-requests/2.31"),
+                  # An account that was not tried before: its first attempt succeeds.
+                  login("fresh-hit", takeover_t + 83, ip=STUFFER_IP, device="hb-77aa0200",
+                        country="NL", agent="python-requests/2.31")]
+        flags = replay(events)
+        assert set(flags) == {*VICTIMS, "fresh-hit"}
+        victim = flags[early.account_id]
+        assert victim[0].severity != "high"
+        assert victim[-1].severity == "high"
+        assert victim[-1].ts.startswith("2026-11-06T22:25")
+        assert any("likely takeover" in r for r in victim[-1].reasons)
+        assert [f.severity for f in flags["fresh-hit"]] == ["high"]
+        assert flags["fresh-hit"][0].score >= 0.95
+
+    def test_stuffing_from_one_device_across_rotating_ips(self):
+        rng = random.Random(13)
+        start = 1 * DAY + 14 * HOUR
+        targets = [f"mbx-{i:02d}" for i in range(15)]
+        times = sorted(rng.uniform(0, 35 * MINUTE) for _ in targets)
+        attack = [login(a, start + t, ip=f"{rng.randrange(23, 220)}.{rng.randrange(256)}."
+                                         f"{rng.randrange(256)}.{rng.randrange(2, 250)}",
+                        device="hb-chrome-4f1a", success=False, country=rng.choice(
+                            ["BR", "VN", "IN", "US"]))
+                  for a, t in zip(targets, times, strict=True)]
+        flags = replay(attack + ordinary_users(rng, start, 1))
+        assert set(flags) == set(targets)
+        assert all(any(r.startswith("device hb-chrome-4f1a failed logins against") for r in
+                       f.reasons) for own in flags.values() for f in own)
+
+
+class TestOneAccount:
+    def test_brute_force_25_failures_in_20_minutes_from_two_ips(self):
+        rng = random.Random(14)
+        start = 3 * DAY + 2 * HOUR
+        ips = ["91.204.14.2", "91.204.14.3"]
+        events = [login("target", start + rng.uniform(0, 20 * MINUTE), ip=rng.choice(ips),
+                        device="d-attacker", success=False, country="RU")
+                  for _ in range(25)]
+        # The owner's normal history on the days before.
+        events += [login("target", d * DAY + rng.uniform(8, 20) * HOUR, ip="73.14.88.2",
+                         device="d-owner-mac") for d in range(3)]
+        flags = replay(events + ordinary_users(rng, start, 1))
+        assert set(flags) == {"target"}
+        own = flags["target"]
+        assert own[0].evidence["pattern"] == "brute_force"
+        assert own[0].reasons[0].startswith("10 failed logins in 60 min")
+        assert own[-1].evidence["failures"] <= 25
+        assert own[-1].severity in {"medium", "high"}
+
+    def test_account_shared_from_five_devices_in_four_countries_in_a_day(self):
+        places = [("US", "d-iphone-a1", "67.180.2.9", 0.0),
+                  ("DE", "d-win-b2", "84.152.9.40", 3 * HOUR + 1170),
+                  ("BR", "d-android-c3", "177.33.4.21", 8 * HOUR + 2400),
+                  ("JP", "d-mac-d4", "126.59.7.3", 15 * HOUR + 660),
+                  ("US", "d-ipad-e5", "67.180.2.77", 22 * HOUR + 1980)]
+        events = [login("shared-acct", 1 * DAY + t, ip=ip, device=dev, country=c)
+                  for c, dev, ip, t in places]
+        flags = replay(events)
+        assert set(flags) == {"shared-acct"}
+        flag = flags["shared-acct"][0]
+        assert flag.evidence["pattern"] == "account_sharing"
+        # Three devices and two impossible trips (US -> DE -> BR in 9 h) already suffice.
+        assert flag.evidence["devices"] >= 3
+        assert flag.evidence["impossible_trips"] >= 2
+        assert set(flag.evidence["countries"]) >= {"US", "DE", "BR"}
+        assert flag.reasons[0].startswith(f"{flag.evidence['devices']} devices in ")
+        assert "countries within" in flag.reasons[0]
+        assert any("impossible trips" in r for r in flag.reasons)
+        assert all(f.evidence["pattern"] == "account_sharing" for f in flags["shared-acct"])
+
+    def test_account_shared_across_neighbouring_countries_without_impossible_trips(self):
+        places = [("BE", "d-lenovo-01", "81.246.3.10", 0.0),
+                  ("NL", "d-iphone-02", "145.53.9.2", 2 * HOUR + 1200),
+                  ("FR", "d-galaxy-03", "90.112.4.77", 7 * HOUR + 150),
+                  ("DE", "d-macbook-04", "84.152.61.3", 13 * HOUR + 2900),
+                  ("BE", "d-ipad-05", "81.246.3.99", 20 * HOUR + 480)]
+        events = [login("netflixish", 3 * DAY + t, ip=ip, device=dev, country=c)
+                  for c, dev, ip, t in places]
+        flags = replay(events)
+        assert set(flags) == {"netflixish"}
+        flag = flags["netflixish"][0]
+        assert flag.evidence == {**flag.evidence, "pattern": "account_sharing",
+                                 "impossible_trips": 0}
+        assert flag.evidence["devices"] >= 4 and len(flag.evidence["countries"]) >= 3
+        assert flag.reasons[0].startswith("4 devices in 4 countries within")
+
+    def test_scripted_logins_every_300_seconds(self):
+        rng = random.Random(15)
+        start = 4 * DAY + 1 * HOUR + 17
+        events = [login("bot-acct", start + 300 * i + rng.uniform(-1, 1), ip="34.89.12.6",
+                        device="d-vps-01", agent="curl/8.4")
+                  for i in range(30)]
+        flags = replay(events + ordinary_users(rng, start, 3))
+        assert set(flags) == {"bot-acct"}
+        flag = flags["bot-acct"][0]
+        assert flag.evidence["pattern"] == "scripted"
+        assert abs(flag.evidence["mean_interval_s"] - 300) < 2
+        assert "logins every 300 s" in flag.reasons[0]
+        assert "machine-regular" in flag.reasons[0]
+        assert len(flags["bot-acct"]) == 1
+
+
+# -- benign look-alikes ---------------------------------------------------------------------
+def test_office_nat_with_three_mistypers_is_quiet():
+    rng = random.Random(21)
+    events = []
+    day = 2 * DAY
+    for i in range(40):
+        device = f"d-acme-{i:03d}"
+        for _ in range(rng.randint(1, 4)):
+            t = day + rng.uniform(8.5, 18) * HOUR
+            if i < 3:  # three people mistype once or twice before getting in
+                for k in range(rng.randint(1, 2)):
+                    events.append(login(f"emp{i:02d}", t - 20 - 15 * k, ip="62.140.3.10",
+                                        device=device, success=False, country="DE"))
+            events.append(login(f"emp{i:02d}", t, ip="62.140.3.10", device=device,
+                                country="DE"))
+    assert sum(not e.success for e in events) >= 3
+    assert replay(events) == {}
+
+
+def test_mistyper_three_failures_then_success_on_two_days_is_quiet():
+    events = []
+    for base in (1 * DAY + 9 * HOUR + 720, 4 * DAY + 20 * HOUR + 2400):
+        events += [login("clumsy", base + dt, ip="86.12.40.7", device="d-clumsy-pc",
+                         success=False, country="GB") for dt in (0, 14, 41)]
+        events.append(login("clumsy", base + 77, ip="86.12.40.7", device="d-clumsy-pc",
+                            country="GB"))
+    assert replay(events) == {}
+
+
+def test_traveller_france_then_us_then_japan_is_quiet():
+    trips = [("FR", "90.84.1.12", 0.0), ("FR", "90.84.1.12", 2 * HOUR + 300),
+             ("US", "172.58.3.91", 10 * HOUR), ("US", "172.58.3.91", 1 * DAY + 1500),
+             ("US", "98.42.7.3", 2 * DAY + 4 * HOUR),
+             ("JP", "126.12.80.4", 10 * HOUR + 3 * DAY), ("JP", "126.12.80.4", 4 * DAY + 2 * HOUR)]
+    events = [login("flyer", 6 * DAY + t, ip=ip, device="d-pixel7-ab12", country=c)
+              for c, ip, t in trips]
+    assert replay(events) == {}
+
+
+def test_family_sharing_one_device_is_quiet():
+    rng = random.Random(22)
+    events = []
+    for member in ("fam-mom", "fam-dad", "fam-kid"):
+        for day in range(5):
+            for _ in range(rng.randint(1, 3)):
+                events.append(login(member, day * DAY + rng.uniform(7, 23) * HOUR,
+                                    ip="24.5.61.7", device="d-family-ipad"))
+    assert replay(events) == {}
+
+
+def test_human_logging_in_irregularly_for_two_weeks_is_quiet():
+    rng = random.Random(23)
+    events = []
+    for day in range(14):
+        for _ in range(rng.randint(1, 4)):
+            t = day * DAY + rng.uniform(7, 23.5) * HOUR
+            device = rng.choice(["d-own-phone", "d-own-laptop"])
+            if rng.random() < 0.08:
+                events.append(login("human", t - 25, ip="81.4.9.120", device=device,
+                                    success=False, country="ES"))
+            events.append(login("human", t, ip="81.4.9.120", device=device, country="ES"))
+    assert len(events) >= 20
+    assert replay(events) == {}
+
+
+# -- weaknesses found while writing these tests ------------------------------------------------
+def test_small_office_after_a_password_rotation_is_quiet():
+    rng = random.Random(24)
+    events = []
+    for i in range(6):
+        t = 2 * DAY + 9 * HOUR + i * 240 + rng.uniform(0, 60)
+        device = f"d-office-{i}"
+        events += [login(f"emp{i}", t, ip="62.140.3.10", device=device, success=False,
+                         country="DE"),
+                   login(f"emp{i}", t + 25, ip="62.140.3.10", device=device, success=False,
+                         country="DE"),
+                   login(f"emp{i}", t + 70, ip="62.140.3.10", device=device, country="DE")]
+    assert replay(events) == {}
+
+
+def test_brute_force_after_a_single_mistype_yesterday_is_flagged():
+    rng = random.Random(25)
+    events = [login("u-anna", 9 * HOUR, ip="24.1.19.7", device="d-anna-mac", success=False),
+              login("u-anna", 9 * HOUR + 40, ip="24.1.19.7", device="d-anna-mac")]
+    start = 1 * DAY + 14 * HOUR
+    events += [login("u-anna", start + rng.uniform(0, 20 * MINUTE),
+                     ip=rng.choice(["91.204.14.2", "91.204.14.3"]), device="d-attacker",
+                     success=False, country="RU")
+               for _ in range(25)]
+    assert set(replay(events)) == {"u-anna"}
