@@ -1,45 +1,66 @@
 """Synthetic SaaS traffic with labelled abuse scenarios and benign look-alikes.
 
-Most accounts existed before the stream starts (no signup event); new ones sign up on trial,
-free or paid plans and some trials convert. People live in countries with diurnal rhythms, use
-one or two devices and user agents, log in from their ISP's addresses and now and then mistype
-a password. Into this population go abuse scenarios, each in several variants with randomised
-sizes and timings, and benign groups that resemble abuse (offices behind one NAT, families on
-one device, campuses, travellers, power users...). ``labels`` says which detector should catch
-which accounts, and which accounts are benign look-alikes.
+Most accounts (about 70 %) existed before the stream starts and have no signup event; the rest
+sign up on trial, free or paid plans during the window and about 30 % of trials convert. People
+live in countries with their own time zones (diurnal and weekly rhythms), write real-looking
+email addresses, use one or two devices and user agents, log in from their ISP's addresses,
+now and then mistype a password, use features with heavy-tailed units, renew subscriptions,
+buy credits and, rarely, ask for a refund.
+
+Into this population go abuse scenarios, each in several variants with randomised sizes and
+timings, and benign groups that resemble abuse (offices behind one NAT, families on one device,
+campuses, travellers, power users, ...). ``labels`` says which detector should catch which
+accounts, and which accounts are benign look-alikes; the two sets are disjoint.
 
 The stream is ordered per account; across accounts events are up to two minutes out of order,
-and about 0.1 % of events are delivered twice.
+and about 0.1 % of events are delivered a second time (same ``event_id``) up to a minute of
+stream time later. Everything is drawn from ``random.Random(seed)``: the same arguments give the
+same events and labels.
 
 Examples
 --------
->>> events, labels = generate(accounts=300, days=2, seed=1)
->>> events == generate(accounts=300, days=2, seed=1)[0]
+>>> events, labels = generate(accounts=200, days=2, seed=1)
+>>> events == generate(accounts=200, days=2, seed=1)[0]
 True
+>>> events == generate(accounts=200, days=2, seed=2)[0]
+False
 >>> sorted({e["type"] for e in events})
 ['login', 'purchase', 'refund', 'signup', 'usage']
+>>> events[0]["ts"][:11], events[0]["ts"][-1], labels["counts"]["events"] == len(events)
+('2026-11-01T', 'Z', True)
 >>> sorted({g["detector"] for g in labels["abuse"]})
 ['login_frequency', 'refund_abuse', 'trial_cycling']
+>>> len({e["account_id"] for e in events}) <= labels["generator"]["accounts"] == 200
+True
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import random
 import sys
-import time as _time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
+import numpy as np
 import orjson
 
 __all__ = ["generate", "write_events", "write_labels"]
 
 DAY = 86_400.0
 HOUR = 3_600.0
+MINUTE = 60.0
 START = datetime(2026, 11, 1, tzinfo=UTC)
+JITTER = 120.0  # seconds: how far events of different accounts may arrive out of order
+DUPLICATE_RATE = 0.001
+DUPLICATE_DELAY = 60.0  # seconds of stream time after the original, at most
+TRIAL_DAYS = 14
 
 FIRST = """
 james mary john patricia robert jennifer michael linda william elizabeth david barbara
@@ -47,7 +68,8 @@ richard susan joseph jessica thomas sarah charles karen daniel nancy matthew lis
 betty mark sandra paul ashley steven kimberly andrew emily joshua donna kevin michelle brian
 carol george amanda timothy melissa ronald deborah jason laura lucas emma noah olivia liam
 mia ethan sofia mateo chloe hugo lea luca giulia jan anna pierre camille diego lucia yuki
-hana arjun priya wei min omar fatima ivan olga
+hana arjun priya wei min omar fatima ivan olga alex sam chris jordan taylor morgan nina
+oscar felix clara julia marco elena tomas sara ali leila kenji aiko raj ananya chen li
 """.split()
 LAST = """
 smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
@@ -56,92 +78,162 @@ sanchez clark ramirez lewis robinson walker young allen king wright scott torres
 flores green adams nelson baker hall rivera campbell mitchell carter roberts muller schmidt
 schneider fischer weber meyer dubois moreau laurent bernard rossi russo ferrari esposito
 bianchi tanaka suzuki sato kumar sharma patel singh chen wang zhang novak kowalski nowak
-ivanov petrov silva santos oliveira
+ivanov petrov silva santos oliveira kim park choi yilmaz demir tran pham ali khan hansen
+johansson lindberg jansen devries okafor adeyemi
 """.split()
-MAIL = ("gmail.com", "gmail.com", "gmail.com", "outlook.com", "yahoo.com", "hotmail.com",
-        "icloud.com", "proton.me", "gmx.de", "orange.fr")
+WEBMAIL = (("gmail.com", 40), ("outlook.com", 10), ("yahoo.com", 8), ("hotmail.com", 7),
+           ("icloud.com", 5), ("proton.me", 2), ("aol.com", 1))
+LOCAL_MAIL = {"DE": ("gmx.de", "web.de", "t-online.de"), "FR": ("orange.fr", "free.fr"),
+              "GB": ("btinternet.com", "hotmail.co.uk"), "JP": ("yahoo.co.jp",),
+              "BR": ("uol.com.br", "bol.com.br"), "IN": ("rediffmail.com",),
+              "RU": ("yandex.ru", "mail.ru"), "IT": ("libero.it",), "KR": ("naver.com",),
+              "PL": ("wp.pl", "onet.pl"), "ES": ("telefonica.net",)}
 DISPOSABLE = ("mailinator.com", "guerrillamail.com", "10minutemail.com", "yopmail.com",
-              "trashmail.com", "sharklasers.com", "getnada.com", "maildrop.cc")
-COUNTRIES = {  # country -> (weight, UTC offset hours, first IPv4 octets of its ISPs)
-    "US": (30, -5, (23, 24, 50, 66, 68, 71, 73, 98, 104, 107)),
-    "GB": (8, 0, (2, 31, 51, 81, 86)), "DE": (8, 1, (5, 46, 77, 84, 91)),
-    "FR": (6, 1, (2, 37, 78, 86, 90)), "CA": (5, -5, (24, 70, 99, 142)),
-    "IN": (8, 5, (49, 103, 106, 117)), "BR": (6, -3, (177, 179, 187, 189)),
-    "JP": (4, 9, (60, 114, 126, 133)), "AU": (3, 10, (1, 27, 49, 101)),
-    "ES": (3, 1, (2, 79, 83, 88)), "IT": (3, 1, (2, 79, 87, 93)),
-    "NL": (3, 1, (31, 77, 84, 145)), "PL": (2, 1, (31, 46, 83, 89)),
-    "MX": (3, -6, (187, 189, 201)), "SE": (2, 1, (31, 78, 81, 90)),
-    "SG": (2, 8, (27, 42, 116, 175)), "ZA": (1, 2, (41, 102, 105, 197)),
+              "trashmail.com", "sharklasers.com", "getnada.com", "maildrop.cc", "tempmail.dev")
+COMPANY_WORDS = """
+acme northwind globex initech contoso fabrikam hooli vandelay umbrella wayne stark soylent
+tyrell cyberdyne aperture blueriver greenleaf redwood silverline brightpath clearview
+ironbridge oakridge pinecrest summit harbor lumen quanta vertex nimbus helix orbit pixel
+""".split()
+COMPANY_SUFFIX = ("", "labs", "corp", "group", "systems", "tech", "consulting", "analytics",
+                  "media", "logistics", "health", "studio", "-partners", "hq")
+CAMPUS = """
+lakeside northfield riverton westbrook clearwater fairview kingsport eastmont hillcrest
+maplewood stonebridge ashford brookhaven cedarville glenwood highland
+""".split()
+CAMPUS_FORM = ("{}.edu", "{}u.edu", "{}state.edu", "u{}.edu", "{}college.edu")
+# country -> (weight, UTC offsets of its people, first octets of its ISPs' address blocks)
+COUNTRIES: dict[str, tuple[float, tuple[float, ...], tuple[int, ...]]] = {
+    "US": (28, (-5, -5, -5, -6, -6, -7, -8, -8), (23, 24, 50, 63, 66, 68, 71, 73, 98, 108)),
+    "GB": (8, (0,), (2, 31, 51, 81, 86, 109)), "DE": (8, (1,), (5, 46, 77, 84, 91, 93)),
+    "FR": (6, (1,), (2, 37, 78, 86, 90, 92)), "CA": (5, (-5, -5, -6, -8), (24, 70, 99, 142)),
+    "IN": (7, (5.5,), (49, 103, 106, 117, 122)), "BR": (5, (-3,), (177, 179, 187, 189)),
+    "JP": (4, (9,), (60, 114, 126, 133, 153)), "AU": (3, (10, 10, 8), (1, 27, 49, 101, 120)),
+    "ES": (3, (1,), (2, 79, 83, 88)), "IT": (3, (1,), (2, 79, 87, 93, 151)),
+    "NL": (3, (1,), (31, 77, 84, 145)), "PL": (2, (1,), (31, 46, 83, 89)),
+    "MX": (3, (-6,), (187, 189, 201)), "SE": (2, (1,), (31, 78, 81, 90)),
+    "SG": (2, (8,), (27, 42, 116, 175)), "ZA": (1, (2,), (41, 102, 105, 197)),
+    "KR": (2, (9,), (58, 121, 175, 211)), "TR": (2, (3,), (78, 85, 88, 176)),
+    "RU": (1.5, (3, 3, 5, 7), (5, 31, 37, 95, 178)), "ID": (1.5, (7,), (36, 110, 114, 180)),
+    "VN": (1, (7,), (14, 27, 113, 171)), "AR": (1, (-3,), (181, 186, 190)),
+    "NG": (1, (1,), (41, 102, 105, 197)), "UA": (1, (2,), (31, 46, 91, 176)),
 }
-USER_AGENTS = (
+COUNTRY_NAMES = tuple(COUNTRIES)
+COUNTRY_CUM = tuple(accumulate(COUNTRIES[c][0] for c in COUNTRY_NAMES))
+EUR = frozenset({"DE", "FR", "ES", "IT", "NL"})
+HOSTING = (5, 23, 31, 37, 45, 46, 62, 80, 85, 91, 94, 104, 134, 138, 139, 141, 146, 157, 159,
+           162, 164, 167, 170, 178, 185, 188, 193, 194, 195, 206, 209, 212, 217)
+DESKTOP_AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+)
+MOBILE_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
     "like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+    "like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Mobile Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
-    "abuse-pipeline-mobile/4.2.1 (Android 13)",
+    "Mozilla/5.0 (Linux; Android 14; SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Mobile/15E148 Safari/604.1",
+    "SaaSApp/4.12.0 (iOS 18.1; iPhone15,2)",
+    "SaaSApp/4.12.0 (Android 14; Pixel 7)",
 )
-FEATURES = ("export", "api_call", "report", "seat", "storage_gb", "ai_summary", "render")
-CURRENCIES = ("USD", "USD", "USD", "EUR", "EUR", "GBP")
-REFUND_REASONS = ("accidental purchase", "not as described", "changed my mind",
-                  "duplicate charge", "did not work for me", None)
+SCRIPT_AGENTS = (  # API clients: integrations of honest customers use them too
+    "python-requests/2.32.3", "okhttp/4.12.0", "curl/8.5.0", "Go-http-client/2.0",
+    "axios/1.7.7", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/131.0.0.0 Safari/537.36",
+)
+FEATURES = ("api_call", "report", "export", "ai_summary", "storage_gb", "render", "seat")
+FEATURE_WEIGHTS = (30, 20, 15, 12, 10, 8, 5)
+PLAN_PRICES = (9.0, 12.0, 19.0, 29.0, 49.0, 99.0)
+CREDIT_PRICES = (5.0, 10.0, 20.0, 25.0, 50.0, 100.0)
+ORDINARY_REASONS = ("accidental purchase", "accidental purchase", "duplicate charge",
+                    "bought the wrong plan", "changed my mind", "forgot to cancel", None)
+ABUSE_REASONS = ("not as described", "not as described", "did not work for me",
+                 "not what I expected", "technical issues", "changed my mind", None)
+RING_VARIANTS = ("device_reuse", "email_alias", "numbered_stem", "card_reuse", "disposable",
+                 "mixed")
+STUFFING_VARIANTS = ("one_ip", "one_subnet", "one_device")
+
+
+@lru_cache(maxsize=4096)
+def _date(day: int) -> str:
+    return (datetime(1970, 1, 1) + timedelta(days=day)).strftime("%Y-%m-%d")
 
 
 def _ts(t: float) -> str:
-    whole = int(t)
-    ms = round((t - whole) * 1000)
-    if ms == 1000:
-        whole, ms = whole + 1, 0
-    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(whole)) + f".{ms:03d}Z"
+    """Epoch seconds -> RFC 3339 UTC with milliseconds."""
+    secs, ms = divmod(round(t * 1000), 1000)
+    day, rem = divmod(secs, 86_400)
+    hour, rem = divmod(rem, 3600)
+    return f"{_date(day)}T{hour:02d}:{rem // 60:02d}:{rem % 60:02d}.{ms:03d}Z"
 
 
-@dataclass
+@dataclass(slots=True)
 class Person:
-    """One account's owner: where they are, how they write, what they use."""
+    """One account and its owner: where they are, how they write, what they use."""
 
     account_id: str
     country: str
     offset: float  # hours from UTC
     email: str
     devices: list[str]
+    agents: list[str]  # one per device
     ips: list[str]
-    agents: list[str]
     card: str | None
-    activity: float  # chance of being active on a day
-    intensity: float  # usage scale
+    currency: str
+    activity: float  # chance of being active on a weekday
+    weekend: float  # activity multiplier on Saturdays and Sundays
+    intensity: float  # scale of usage units
+    volume: float  # scale of usage events per session
+    features: tuple[str, ...]
+    feature_cum: tuple[float, ...]
 
 
-@dataclass
 class _World:
-    rng: random.Random
-    start: float
-    days: int
-    events: list[dict[str, Any]] = field(default_factory=list)
-    abuse: list[dict[str, Any]] = field(default_factory=list)
-    benign: list[dict[str, Any]] = field(default_factory=list)
-    used_ids: set[str] = field(default_factory=set)
-    orders: int = 0
+    """The random source, the clock window and everything emitted so far."""
 
-    @property
-    def end(self) -> float:
-        return self.start + self.days * DAY
+    def __init__(self, rng: random.Random, start: float, days: int) -> None:
+        self.rng = rng
+        self.start = start
+        self.days = days
+        self.window = days * DAY
+        self.end = start + self.window
+        self.weekday0 = datetime.fromtimestamp(start, UTC).weekday()
+        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
+        self.abuse: list[dict[str, Any]] = []
+        self.benign: list[dict[str, Any]] = []
+        self.used: set[str] = set()
+        self.made = 0  # accounts created
+        self.emitted: dict[str, int] = {}  # account -> events in the window
+        self.nets: set[str] = set()
+        self.isps = {c: self._isps(c) for c in COUNTRY_NAMES}
+        self.companies = self._pool(400, self._company)
+        self.campuses = self._pool(40, self._campus)
+        self.vpn_exits = [self.hosting_ip() for _ in range(40)]  # shared by their customers
 
-    # -- identifiers --------------------------------------------------------------------
+    # -- identifiers ------------------------------------------------------------------------
     def hexid(self, prefix: str, n: int) -> str:
         while True:
             value = f"{prefix}{self.rng.getrandbits(4 * n):0{n}x}"
-            if value not in self.used_ids:
-                self.used_ids.add(value)
+            if value not in self.used:
+                self.used.add(value)
                 return value
-
-    def account(self) -> str:
-        return self.hexid("acct_", 10)
 
     def device(self) -> str:
         return self.hexid("d-", 12)
@@ -149,528 +241,885 @@ class _World:
     def card(self) -> str:
         return self.hexid("card_", 16)
 
-    def order(self) -> str:
-        self.orders += 1
-        return f"ord_{self.orders:07d}"
-
     def country(self) -> str:
-        names = list(COUNTRIES)
-        return self.rng.choices(names, weights=[COUNTRIES[c][0] for c in names])[0]
+        return self.rng.choices(COUNTRY_NAMES, cum_weights=COUNTRY_CUM)[0]
 
-    def ip(self, country: str, *, net: str | None = None) -> str:
-        rng = self.rng
-        if net is None:
-            first = rng.choice(COUNTRIES[country][2])
-            net = f"{first}.{rng.randrange(256)}.{rng.randrange(256)}"
-        return f"{net}.{rng.randrange(2, 254)}"
+    # -- addresses --------------------------------------------------------------------------
+    def _net16(self, octets: Iterable[int]) -> str:
+        octets = tuple(octets)
+        while True:
+            net = f"{self.rng.choice(octets)}.{self.rng.randrange(256)}"
+            if net not in self.nets:
+                self.nets.add(net)
+                return net
 
-    def email(self, first: str | None = None, last: str | None = None, *, domain=None) -> str:
+    def _isps(self, country: str) -> list[list[str]]:
+        """A country's ISPs, biggest first, each owning a few /16 blocks; the last is mobile."""
+        octets = COUNTRIES[country][2]
+        return [[self._net16(octets) for _ in range(self.rng.randint(1, 4))]
+                for _ in range(self.rng.randint(3, 6))]
+
+    def home_ip(self, country: str, isp: list[str] | None = None) -> str:
         rng = self.rng
-        first, last = first or rng.choice(FIRST), last or rng.choice(LAST)
+        if isp is None:
+            fixed = self.isps[country][:-1]
+            isp = fixed[min(len(fixed) - 1, int(rng.expovariate(0.9)))]
+        return f"{rng.choice(isp)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+
+    def mobile_ip(self, country: str) -> str:
+        return self.home_ip(country, self.isps[country][-1])
+
+    def subnet(self, country: str) -> str:
+        """A /24 prefix ("a.b.c") of one of the country's fixed-line ISPs."""
+        return self.home_ip(country).rsplit(".", 1)[0]
+
+    def hosting_ip(self) -> str:
+        """A data-centre address (VPNs, proxies, cloud hosts)."""
+        rng = self.rng
+        return f"{self._net16(HOSTING)}.{rng.randrange(256)}.{rng.randrange(2, 254)}"
+
+    def host(self, net24: str) -> str:
+        return f"{net24}.{self.rng.randrange(2, 254)}"
+
+    # -- names ------------------------------------------------------------------------------
+    def _pool(self, n: int, make) -> list[str]:
+        pool: list[str] = []
+        while len(pool) < n:
+            name = make()
+            if name not in pool:
+                pool.append(name)
+        return pool
+
+    def _company(self) -> str:
+        rng = self.rng
+        word = rng.choice(COMPANY_WORDS) if rng.random() < 0.6 else rng.choice(LAST)
+        tld = rng.choice((".com", ".com", ".com", ".io", ".co", ".net", ".co.uk", ".de"))
+        return f"{word}{rng.choice(COMPANY_SUFFIX)}{tld}"
+
+    def _campus(self) -> str:
+        return self.rng.choice(CAMPUS_FORM).format(self.rng.choice(CAMPUS))
+
+    def webmail(self, country: str | None = None) -> str:
+        rng = self.rng
+        if country in LOCAL_MAIL and rng.random() < 0.35:
+            return rng.choice(LOCAL_MAIL[country])
+        return rng.choices([d for d, _ in WEBMAIL], [w for _, w in WEBMAIL])[0]
+
+    def claim(self, address: str) -> bool:
+        """Reserve a mailbox; Gmail ignores dots and +tags, so one canonical form per owner."""
+        local, domain = address.split("@")
+        key = "gmail:" + local.split("+")[0].replace(".", "") if domain == "gmail.com" else address
+        if key in self.used or address in self.used:
+            return False
+        self.used.update((key, address))
+        return True
+
+    def local_part(self, first: str, last: str) -> str:
+        rng = self.rng
         style = rng.random()
-        if style < 0.35:
-            local = f"{first}.{last}"
-        elif style < 0.55:
-            local = f"{first[0]}{last}{rng.randrange(1, 99)}"
-        elif style < 0.75:
-            local = f"{first}{last}{rng.randrange(1950, 2008)}"
-        elif style < 0.9:
-            local = f"{first}_{last[:3]}{rng.randrange(10, 999)}"
-        else:
-            local = f"{last}.{first}{rng.randrange(1, 9)}"
-        address = f"{local}@{domain or rng.choice(MAIL)}"
-        if address in self.used_ids:  # a mailbox belongs to one person
-            return self.email(first, last, domain=domain)
-        self.used_ids.add(address)
-        return address
+        if style < 0.28:
+            return f"{first}.{last}"
+        if style < 0.43:
+            return f"{first[0]}{last}{rng.randrange(1, 100)}"
+        if style < 0.53:
+            return f"{first[0]}{last}"
+        if style < 0.66:
+            return f"{first}{last}{rng.randrange(60, 106) % 100:02d}"
+        if style < 0.74:
+            return f"{first}{last}"
+        if style < 0.81:
+            return f"{first}_{last}"
+        if style < 0.86:
+            return f"{first[0]}.{last}"
+        if style < 0.92:
+            return f"{last}.{first}"
+        return f"{first}{last[0]}{rng.randrange(1, 1000)}"
 
-    def person(self, *, country: str | None = None, email: str | None = None,
-               card: bool = True) -> Person:
+    def email(self, first: str | None = None, last: str | None = None, *,
+              domain: str | None = None, country: str | None = None) -> str:
         rng = self.rng
+        for attempt in range(100):
+            f, la = first or rng.choice(FIRST), last or rng.choice(LAST)
+            local = self.local_part(f, la)
+            if attempt > 3:
+                local += str(rng.randrange(1, 1000))
+            if domain is not None:
+                where = domain
+            else:
+                r = rng.random()
+                where = (self.webmail(country) if r < 0.8 else rng.choice(self.companies)
+                         if r < 0.95 else rng.choice(self.campuses))
+            address = f"{local}@{where}"
+            if self.claim(address):
+                return address
+        raise RuntimeError("no free mailbox")  # pragma: no cover
+
+    # -- people -----------------------------------------------------------------------------
+    def person(self, *, country: str | None = None, email: str | None = None,
+               card: bool = False, mobile_only: bool | None = None) -> Person:
+        """A new account (counted against the requested total)."""
+        rng = self.rng
+        self.made += 1
         country = country or self.country()
-        n_devices = 1 if rng.random() < 0.6 else 2
+        if mobile_only is None:
+            mobile_only = rng.random() < 0.15
+        if mobile_only:
+            agents = [rng.choice(MOBILE_AGENTS)]
+        else:
+            agents = [rng.choice(DESKTOP_AGENTS)]
+            if rng.random() < 0.4:
+                agents.append(rng.choice(MOBILE_AGENTS))
+        ips = [self.home_ip(country)]
+        if rng.random() < 0.3:  # a dynamic address that changed, or a second place
+            ips.append(self.home_ip(country))
+        if mobile_only or len(agents) == 2:
+            ips.append(self.mobile_ip(country))
+        if rng.random() < 0.03:  # a commercial VPN, its exit addresses shared with strangers
+            ips.append(rng.choice(self.vpn_exits))
+        if not mobile_only and rng.random() < 0.03:  # an integration through the API
+            agents.append(rng.choice(SCRIPT_AGENTS))
+        features = tuple(rng.sample(FEATURES, rng.randint(2, 5)))
+        weights = [FEATURE_WEIGHTS[FEATURES.index(f)] * rng.uniform(0.3, 2.0) for f in features]
+        tier = rng.random()
+        activity = (rng.uniform(0.1, 0.35) if tier < 0.2 else rng.uniform(0.4, 0.8)
+                    if tier < 0.7 else rng.uniform(0.8, 0.98))
         return Person(
-            account_id=self.account(), country=country, offset=COUNTRIES[country][1],
-            email=email or self.email(), devices=[self.device() for _ in range(n_devices)],
-            ips=[self.ip(country) for _ in range(rng.choice((1, 1, 2, 3)))],
-            agents=rng.sample(USER_AGENTS, n_devices), card=self.card() if card else None,
-            activity=rng.uniform(0.25, 0.9), intensity=rng.lognormvariate(0, 0.6),
+            account_id=self.hexid("acct_", 10), country=country,
+            offset=rng.choice(COUNTRIES[country][1]),
+            email=email if email is not None else self.email(country=country),
+            devices=[self.device() for _ in agents], agents=agents, ips=ips,
+            card=self.card() if card else None,
+            currency="EUR" if country in EUR else "GBP" if country == "GB" else "USD",
+            activity=activity, weekend=rng.choice((0.25, 0.5, 1.0)),
+            intensity=rng.lognormvariate(0, 0.5), volume=rng.lognormvariate(0, 0.45),
+            features=features, feature_cum=tuple(accumulate(weights)),
         )
 
-    # -- events -------------------------------------------------------------------------
-    def emit(self, kind: str, account: str, t: float, **fields: Any) -> None:
-        if t < self.start or t >= self.end:
-            return
-        self.events.append({"_t": t, "type": kind, "account_id": account, **fields})
+    # -- events -----------------------------------------------------------------------------
+    def emit(self, kind: str, account: str, t: float, fields: dict[str, Any]) -> bool:
+        if self.start <= t < self.end:
+            self.events.append((t, kind, account, fields))
+            self.emitted[account] = self.emitted.get(account, 0) + 1
+            return True
+        return False
 
     def signup(self, p: Person, t: float, plan: str, *, ip: str | None = None,
-               device: str | None = None) -> None:
-        self.emit("signup", p.account_id, t, email=p.email, ip=ip or p.ips[0],
-                  device_id=device or p.devices[0], card_fingerprint=p.card, plan=plan,
-                  country=p.country)
+               device: int = 0, country: str | None = None) -> bool:
+        return self.emit("signup", p.account_id, t, {
+            "email": p.email, "ip": ip or p.ips[0], "device_id": p.devices[device],
+            "card_fingerprint": p.card, "plan": plan, "country": country or p.country})
 
-    def login(self, p: Person, t: float, *, success: bool = True, ip: str | None = None,
-              device: str | None = None, country: str | None = None) -> None:
-        index = self.rng.randrange(len(p.devices))
-        self.emit("login", p.account_id, t, ip=ip or self.rng.choice(p.ips),
-                  device_id=device or p.devices[index], success=success,
-                  country=country or p.country,
-                  user_agent=p.agents[index % len(p.agents)])
+    def login(self, account: str, t: float, ip: str, device: str, success: bool,
+              country: str | None, agent: str | None) -> None:
+        fields: dict[str, Any] = {"ip": ip, "device_id": device, "success": success}
+        if country is not None:
+            fields["country"] = country
+        if agent is not None:
+            fields["user_agent"] = agent
+        self.emit("login", account, t, fields)
 
-    def usage(self, p: Person, t: float, units: float | None = None) -> None:
+    def units(self, feature: str, scale: float) -> float:
         rng = self.rng
-        if units is None:
-            units = round(rng.lognormvariate(0.5, 0.9) * p.intensity, 2)
-        self.emit("usage", p.account_id, t, feature=rng.choice(FEATURES), units=units)
+        if feature == "api_call":
+            return float(int(rng.lognormvariate(1.4, 1.2) * scale))
+        if feature == "storage_gb":
+            return round(rng.lognormvariate(-0.7, 1.1) * scale, 3)
+        if feature == "render":
+            return round(rng.lognormvariate(0.3, 0.9) * scale, 1)
+        if feature == "seat":
+            return float(1 if rng.random() < 0.8 else rng.randint(0, 4))
+        if feature == "ai_summary":
+            return float(max(1, int(rng.lognormvariate(0.2, 0.8) * scale)))
+        return float(max(1, round(rng.paretovariate(2.2) * min(scale, 1.0) + scale - 1)))
 
-    def purchase(self, p: Person, t: float, amount: float | None = None) -> str:
-        order = self.order()
-        amount = amount or self.rng.choice((9.0, 19.0, 29.0, 49.0, 99.0, 199.0))
-        self.emit("purchase", p.account_id, t, order_id=order, amount=amount,
-                  currency=self.rng.choice(CURRENCIES))
-        return order
+    def usage(self, p: Person, t: float, scale: float | None = None,
+              feature: str | None = None) -> None:
+        feature = feature or self.rng.choices(p.features, cum_weights=p.feature_cum)[0]
+        units = self.units(feature, p.intensity if scale is None else scale)
+        self.emit("usage", p.account_id, t, {"feature": feature, "units": units})
 
-    def refund(self, p: Person, t: float, order: str, amount: float, reason=None) -> None:
-        self.emit("refund", p.account_id, t, order_id=order, amount=amount, currency="USD",
-                  reason=reason if reason is not None else self.rng.choice(REFUND_REASONS))
+    def purchase(self, p: Person, t: float, amount: float) -> tuple[str, float, str] | None:
+        order = (self.hexid("ord_", 12), amount, p.currency)
+        if self.emit("purchase", p.account_id, t,
+                     {"order_id": order[0], "amount": amount, "currency": order[2]}):
+            return order
+        return None
 
+    def refund(self, p: Person, t: float, order: tuple[str, float, str], reason: str | None,
+               amount: float | None = None) -> bool:
+        fields: dict[str, Any] = {"order_id": order[0], "amount": amount or order[1],
+                                  "currency": order[2]}
+        if reason is not None:
+            fields["reason"] = reason
+        return self.emit("refund", p.account_id, t, fields)
+
+    # -- rhythms ----------------------------------------------------------------------------
     def local_time(self, p: Person, day: int) -> float:
-        """A moment on ``day`` when people are awake where ``p`` lives."""
+        """A moment of local ``day`` (days since the start) when ``p`` is likely awake."""
         rng = self.rng
-        hour = min(23.9, max(6.0, rng.gauss(14.5, 4.0)))
-        return self.start + day * DAY + (hour - p.offset) * HOUR + rng.uniform(0, 3600)
+        r = rng.random()
+        hour = (rng.gauss(10.5, 1.7) if r < 0.42 else rng.gauss(15.0, 1.9) if r < 0.84
+                else rng.gauss(20.5, 1.6)) % 24
+        return self.start + day * DAY + (hour - p.offset) * HOUR
 
-    def session(self, p: Person, t: float, *, mistype: float = 0.03, usage: int | None = None,
-                ip: str | None = None, device: str | None = None, scale: float = 1.0,
-                country: str | None = None) -> None:
+    def weekend(self, day: int) -> bool:
+        return (self.weekday0 + day) % 7 >= 5
+
+    def session(self, p: Person, t: float, *, mistype: float = 0.03, n_usage: int | None = None,
+                ip: str | None = None, device: int | None = None, scale: float | None = None,
+                country: str | None = None) -> float:
+        """Log in (maybe after one mistyped password), then use a few features."""
         rng = self.rng
+        i = rng.randrange(len(p.devices)) if device is None else device
+        ip = ip or rng.choice(p.ips)
+        country = country or p.country
         if rng.random() < mistype:
-            self.login(p, t, success=False, ip=ip, device=device, country=country)
-            t += rng.uniform(5, 40)
-        self.login(p, t, ip=ip, device=device, country=country)
-        for _ in range(usage if usage is not None else rng.randrange(1, 7)):
-            t += rng.uniform(20, 900)
-            units = None if scale == 1.0 else round(rng.lognormvariate(0.5, 0.9) * scale, 2)
-            self.usage(p, t, units)
+            self.login(p.account_id, t, ip, p.devices[i], False, country, p.agents[i])
+            t += rng.uniform(4, 45)
+        self.login(p.account_id, t, ip, p.devices[i], True, country, p.agents[i])
+        if n_usage is None:
+            n_usage = 1 + int(rng.lognormvariate(1.7, 0.9) * p.volume)
+        for _ in range(n_usage):
+            t += 2 + rng.expovariate(1 / 90)
+            self.usage(p, t, scale)
+        return t
 
-    def live(self, p: Person, from_t: float, *, until: float | None = None, scale: float = 1.0,
-             ip: str | None = None, mistype: float = 0.03) -> None:
-        """Ordinary daily life between ``from_t`` and ``until``."""
+    def live(self, p: Person, from_t: float, until: float | None = None, *,
+             ip: str | None = None, mistype: float = 0.03, scale: float | None = None,
+             sessions: tuple[int, ...] = (1, 1, 2, 2, 3)) -> None:
+        """Ordinary life between ``from_t`` and ``until``: 1-3 sessions on active days."""
         rng = self.rng
-        until = until or self.end
-        for day in range(self.days):
-            if rng.random() > p.activity:
+        until = min(until or self.end, self.end)
+        first = max(-1, int((from_t - self.start) // DAY) - 1)
+        for day in range(first, self.days + 1):
+            chance = p.activity * (p.weekend if self.weekend(day) else 1.0)
+            if rng.random() >= chance:
                 continue
-            for _ in range(rng.choice((1, 1, 2, 3))):
+            for _ in range(rng.choice(sessions)):
                 t = self.local_time(p, day)
                 if from_t <= t < until:
                     self.session(p, t, ip=ip, mistype=mistype, scale=scale)
 
+    def at(self, lo: float, hi: float) -> float:
+        """A moment between fractions ``lo`` and ``hi`` of the window."""
+        return self.start + self.rng.uniform(lo, hi) * self.window
 
-# -- populations ---------------------------------------------------------------------------
+
+# -- ordinary customers -----------------------------------------------------------------------
+def _bill(w: _World, p: Person, *, paid: bool, refunds: bool = True) -> None:
+    """Renewals of a subscription bought before the stream, one-off credits, rare refunds."""
+    rng = w.rng
+    orders = []
+    if paid:
+        price = rng.choice(PLAN_PRICES)
+        annual = rng.random() < 0.1
+        period = 365 * DAY if annual else 30 * DAY
+        t = w.start + rng.uniform(0, period) + rng.uniform(-2, 2) * HOUR
+        while t < w.end:
+            orders.append(w.purchase(p, t, price * 10 if annual else price))
+            t += period
+        if refunds and rng.random() < 0.004:  # a refund of an order bought before the stream
+            old = (f"ord_{rng.getrandbits(48):012x}", price, p.currency)
+            w.refund(p, w.at(0.0, 1.0), old, rng.choice(("forgot to cancel", "duplicate charge")))
+    for day in range(w.days):
+        if rng.random() < 0.004 * (0.5 + p.activity):
+            orders.append(w.purchase(p, w.local_time(p, day), rng.choice(CREDIT_PRICES)))
+    for order in orders:
+        if order and refunds and rng.random() < 0.015:
+            _ordinary_refund(w, p, order)
+
+
+def _ordinary_refund(w: _World, p: Person, order: tuple[str, float, str]) -> None:
+    rng = w.rng
+    t = _order_time(w, order) + rng.uniform(0.2, 48) * HOUR
+    partial = round(order[1] * rng.uniform(0.3, 0.9), 2) if rng.random() < 0.15 else None
+    w.refund(p, t, order, rng.choice(ORDINARY_REASONS), partial)
+
+
+def _order_time(w: _World, order: tuple[str, float, str]) -> float:
+    for t, kind, _, fields in reversed(w.events):
+        if kind == "purchase" and fields["order_id"] == order[0]:
+            return t
+    raise KeyError(order[0])  # pragma: no cover
+
+
+def _existing(w: _World, *, paid: float = 0.55, **kwargs: Any) -> Person:
+    """An account from before the stream: no signup, ordinary life and billing."""
+    p = w.person(card=True, **kwargs)
+    w.live(p, w.start)
+    _bill(w, p, paid=w.rng.random() < paid)
+    return p
+
+
+def _newcomer(w: _World, plan: str, *, converts: bool | None = None, at: float | None = None,
+              person: Person | None = None, ip: str | None = None,
+              signup_ip: str | None = None) -> Person:
+    """Signs up during the window; trials convert (~30 %) within their trial period."""
+    rng = w.rng
+    card = plan == "paid" or rng.random() < (0.55 if plan == "trial" else 0.1)
+    p = person or w.person(card=card)
+    if converts is None:
+        converts = rng.random() < 0.3
+    t = at if at is not None else w.at(0.0, 0.97)
+    if plan == "trial" and converts:  # a conversion the window shows
+        t = min(t, w.end - 6 * HOUR)
+    if plan == "paid" and p.card is None:
+        p.card = w.card()
+    w.signup(p, t, plan, ip=signup_ip or ip)
+    end = w.session(p, t + rng.uniform(15, 300), ip=signup_ip or ip, n_usage=rng.randint(2, 9),
+                    device=0)
+    if plan == "paid":
+        order = w.purchase(p, end + rng.uniform(20, 600), rng.choice(PLAN_PRICES))
+        if order and rng.random() < 0.015:
+            _ordinary_refund(w, p, order)
+    elif plan == "trial" and converts:
+        if p.card is None:
+            p.card = w.card()
+        latest = min(TRIAL_DAYS * DAY, w.end - t - 600)
+        moment = t + rng.uniform(min(HOUR, latest / 2), latest)
+        w.purchase(p, moment, rng.choice(PLAN_PRICES))
+    elif plan == "free" and rng.random() < 0.05:
+        w.purchase(p, w.at((t - w.start) / w.window, 1.0), rng.choice(PLAN_PRICES))
+    w.live(p, end + HOUR, ip=ip)
+    return p
+
+
 def _normal(w: _World, n: int) -> None:
     rng = w.rng
     for _ in range(n):
-        if rng.random() < 0.7:  # existed before the stream
-            p = w.person()
-            w.live(p, w.start)
-            if rng.random() < 0.45:  # a monthly renewal may fall in the window
-                t = w.start + rng.uniform(0, 30) * DAY
-                if t < w.end:
-                    amount = rng.choice((9.0, 19.0, 49.0))
-                    order = w.purchase(p, t, amount)
-                    if rng.random() < 0.015:
-                        w.refund(p, t + rng.uniform(1, 48) * HOUR, order, amount)
+        if rng.random() < 0.7:
+            _existing(w)
         else:
             _newcomer(w, rng.choices(("trial", "free", "paid"), (60, 25, 15))[0])
 
 
-def _newcomer(w: _World, plan: str, *, converts: bool | None = None) -> Person:
-    rng = w.rng
-    p = w.person(card=plan == "paid" or rng.random() < (0.6 if plan == "trial" else 0.1))
-    t = w.start + rng.uniform(0, w.days * DAY * 0.95)
-    w.signup(p, t, plan)
-    w.session(p, t + rng.uniform(10, 120), usage=rng.randrange(2, 8))
-    if plan == "paid":
-        w.purchase(p, t + rng.uniform(30, 600))
-    elif plan == "trial" and (converts if converts is not None else rng.random() < 0.3):
-        w.purchase(p, t + rng.uniform(1, 13) * DAY)
-    w.live(p, t + HOUR)
-    return p
+# -- abuse: trial cycling ---------------------------------------------------------------------
+def _dotted(local: str, rng: random.Random) -> str:
+    out = local[0]
+    for c in local[1:]:
+        if rng.random() < 0.3 and out[-1] != ".":
+            out += "."
+        out += c
+    return out
 
 
-# -- abuse: trial cycling ------------------------------------------------------------------
+def _random_local(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                       for _ in range(rng.randint(6, 11)))
+    return f"{rng.choice(FIRST)}{rng.choice(('', '.', '_'))}{rng.choice(LAST)}" \
+           f"{rng.randrange(1, 9999)}"
+
+
 def _trial_ring(w: _World, variant: str) -> list[str]:
+    """3-9 trial/free accounts of one actor, spread over hours to days, never converting."""
     rng = w.rng
     size = rng.randint(3, 9)
     country = w.country()
     first, last = rng.choice(FIRST), rng.choice(LAST)
-    device, card = w.device(), w.card()
-    net = w.ip(country).rsplit(".", 1)[0]
-    home_ip = w.ip(country)
-    plan = "trial" if rng.random() < 0.8 else "free"
-    t = w.start + rng.uniform(0, max(DAY, (w.days - 3) * DAY))
-    gap_hours = rng.choice((3.0, 10.0, 24.0, 48.0))
-    accounts, previous = [], None
-    for i in range(size):
-        email = w.email()
-        p = w.person(country=country, email=email, card=False)
+    ring_device = w.device()
+    ring_agent = rng.choice(DESKTOP_AGENTS + MOBILE_AGENTS)
+    ring_card = w.card()
+    net24 = w.subnet(country)
+    home = w.host(net24)
+    mailbox = f"{first}{last}{rng.randrange(1, 99) if rng.random() < 0.4 else ''}"
+    while not w.claim(f"{mailbox}@gmail.com"):
+        mailbox += str(rng.randrange(10))
+    stem = rng.choice((f"{first}.{last}{{}}", f"{first}{last}{{:02d}}", f"{first[0]}{last}{{}}",
+                       f"{first}_{last}{{}}", f"{last}.{first}{{}}"))
+    number = rng.choice((1, 1, 2, rng.randint(3, 40)))
+    stem_domain = w.webmail(country)
+    plans = rng.choice((("trial",), ("trial",), ("trial",), ("free",), ("trial", "free")))
+    # the timeline: signups hours to days apart, the whole ring inside the window
+    gap = rng.choice((1.5, 4.0, 9.0, 20.0, 30.0, 48.0)) * HOUR
+    offsets = list(accumulate([0.0] + [gap * rng.uniform(0.4, 1.6) for _ in range(size - 1)]))
+    if offsets[-1] > 0.75 * w.window:
+        offsets = [o * 0.75 * w.window / offsets[-1] for o in offsets]
+    t0 = w.start + rng.uniform(0, w.window * 0.95 - offsets[-1] - 2 * HOUR)
+    accounts: list[str] = []
+    prev: dict[str, Any] = {}
+    for i, offset in enumerate(offsets):
+        p = w.person(country=country, email="", mobile_only=False)
+        email, device, agent, ip, card = None, None, None, None, None
+        if rng.random() < 0.3:
+            card = w.card()  # some trials ask for a card
         if variant == "device_reuse":
-            p.devices = [device]
+            device, agent = ring_device, ring_agent
+            ip = rng.choice((w.home_ip(country), w.mobile_ip(country), w.hosting_ip()))
         elif variant == "email_alias":
-            local = f"{first}{last}"
-            dotted = "".join(c + ("." if rng.random() < 0.3 else "") for c in local).strip(".")
-            p.email = f"{dotted}+{rng.choice(('trial', 'x', 'promo', ''))}{i}@gmail.com"
+            while True:
+                tag = rng.choice(("", f"+{i + 1}", f"+{i}", f"+trial{i}",
+                                  f"+{rng.choice(('x', 'promo', 'new', 'work'))}{i}"))
+                email = f"{_dotted(mailbox, rng)}{tag}@gmail.com"
+                if email not in w.used:
+                    w.used.add(email)
+                    break
+            ip = w.home_ip(country) if rng.random() < 0.7 else w.mobile_ip(country)
         elif variant == "numbered_stem":
-            sep = rng.choice((".", "", "_"))
-            p.email = f"{first}{sep}{last}{i + rng.choice((1, 10, 100))}@{rng.choice(MAIL)}"
-            p.ips = [w.ip(country, net=net)]
+            while True:
+                domain = stem_domain if rng.random() < 0.8 else w.webmail(country)
+                email = f"{stem.format(number)}@{domain}"
+                number += 1 if rng.random() < 0.8 else rng.randint(2, 4)
+                if w.claim(email):
+                    break
+            ip = w.host(net24)
         elif variant == "card_reuse":
-            p.card = card
+            card = ring_card
+            ip = rng.choice((w.home_ip(country), w.mobile_ip(country), w.hosting_ip()))
         elif variant == "disposable":
-            p.email = w.email(domain=rng.choice(DISPOSABLE))
-            p.ips = [home_ip if rng.random() < 0.6 else w.ip(country, net=net)]
+            email = f"{_random_local(rng)}@{rng.choice(DISPOSABLE)}"
+            while not w.claim(email):
+                email = f"{_random_local(rng)}@{rng.choice(DISPOSABLE)}"
+            ip = home if rng.random() < 0.55 else w.host(net24)
             if rng.random() < 0.5:
-                p.devices = [device]
-        elif variant == "mixed" and previous is not None:
-            for attribute in rng.sample(("device", "card", "ip", "email"), rng.choice((1, 2))):
-                if attribute == "device":
-                    p.devices = [previous.devices[0]]
-                elif attribute == "card":
-                    p.card = previous.card or card
-                elif attribute == "ip":
-                    p.ips = [previous.ips[0]]
-                else:
-                    local = previous.email.split("@")[0].rstrip("0123456789")
-                    p.email = f"{local}{i + 2}@{previous.email.split('@')[1]}"
-        if variant == "mixed" and previous is None:
-            p.card = card
-        signup_t = t + i * gap_hours * HOUR * rng.uniform(0.5, 1.5)
-        if signup_t >= w.end - HOUR:
-            break  # the stream ends before this account is made: it is not in the data
-        w.signup(p, signup_t, plan)
-        # use the product through the trial, then go silent
-        for day in range(rng.randint(2, 10)):
-            moment = signup_t + day * DAY + rng.uniform(600, 20_000)
-            w.session(p, moment, usage=rng.randrange(3, 12), scale=2.0)
+                device, agent = ring_device, ring_agent
+        elif variant == "mixed":
+            if i == 0:
+                card = ring_card
+            else:
+                for attribute in rng.sample(("device", "card", "ip", "email"),
+                                            rng.choice((1, 1, 2))):
+                    if attribute == "device":
+                        device, agent = prev["device"], prev["agent"]
+                    elif attribute == "card":
+                        card = prev["card"] or ring_card
+                    elif attribute == "ip":
+                        ip = prev["ip"] if rng.random() < 0.6 else \
+                            w.host(prev["ip"].rsplit(".", 1)[0])
+                    else:
+                        local, domain = prev["email"].split("@")
+                        local = local.split("+")[0].rstrip("0123456789")
+                        while not w.claim(email := f"{local}{i + rng.randint(1, 3)}@{domain}"):
+                            local += rng.choice("0123456789")
+        if email is None:
+            email = w.email(country=country)
+        if device is None:
+            device, agent = w.device(), rng.choice(DESKTOP_AGENTS + MOBILE_AGENTS)
+        ip = ip or rng.choice((w.home_ip(country), w.home_ip(country), w.mobile_ip(country)))
+        p.email, p.devices, p.agents, p.ips, p.card = email, [device], [agent], [ip], card
+        prev = {"device": device, "agent": agent, "card": card, "ip": ip, "email": email}
+        t = t0 + offset
+        w.signup(p, t, rng.choice(plans))
+        # use the product through part of the trial, then go silent
+        scale = rng.uniform(1.0, 3.0)
+        t = w.session(p, t + rng.uniform(20, 400), n_usage=rng.randint(3, 14), scale=scale)
+        for day in range(1, rng.randint(2, 10)):
+            moment = t + day * DAY * rng.uniform(0.7, 1.1) + rng.uniform(-3, 3) * HOUR
+            if moment < t + TRIAL_DAYS * DAY:
+                w.session(p, moment, n_usage=rng.randint(2, 14), scale=scale)
         accounts.append(p.account_id)
-        previous = p
-    return accounts if len(accounts) >= 2 else []  # one account in the window is no ring
+    return accounts
 
 
-# -- abuse: logins -------------------------------------------------------------------------
-def _credential_stuffing(w: _World, victims: list[Person], variant: str) -> list[str]:
+# -- abuse: logins ----------------------------------------------------------------------------
+def _attacker_agent(rng: random.Random) -> str:
+    return rng.choice(SCRIPT_AGENTS) if rng.random() < 0.4 else rng.choice(DESKTOP_AGENTS)
+
+
+def _credential_stuffing(w: _World, variant: str, victims: int) -> list[str]:
+    """One attacker tries leaked passwords against existing accounts; few succeed."""
     rng = w.rng
-    country = rng.choice(("RU", "VN", "BR", "US", "NL", "IN"))
-    net = f"{rng.randrange(11, 220)}.{rng.randrange(256)}.{rng.randrange(256)}"
-    ips = [f"{net}.{rng.randrange(2, 254)}" for _ in range(1 if variant == "one_ip" else 4)]
+    people = [_existing(w) for _ in range(victims)]
+    country = rng.choice(COUNTRY_NAMES)
     device = w.device()
-    t = w.start + rng.uniform(0.5, w.days - 0.5) * DAY
-    span = rng.uniform(0.2, 5.0) * HOUR
-    for p in victims:
-        moment = t + rng.uniform(0, span)
-        for attempt in range(rng.choice((1, 1, 2, 3))):
+    if variant == "one_ip":
+        ips = [(w.hosting_ip(), country)]
+    elif variant == "one_subnet":
+        net = w.hosting_ip().rsplit(".", 1)[0]
+        ips = [(f"{net}.{h}", country) for h in rng.sample(range(2, 254), rng.randint(2, 8))]
+    else:  # one device behind residential proxies
+        ips = []
+        for _ in range(rng.randint(5, 30)):
+            where = w.country()
+            ips.append((w.home_ip(where), where))
+    rotate = rng.random() < 0.3
+    agent = _attacker_agent(rng)
+    span = math.exp(rng.uniform(math.log(5 * MINUTE), math.log(6 * HOUR)))
+    span = min(span, 0.8 * w.window)
+    t0 = w.start + rng.uniform(0.02 * w.window, w.window - span - 10 * MINUTE)
+    for p in people:
+        t = t0 + rng.uniform(0, span)
+        for _ in range(rng.choices((1, 2, 3), (55, 30, 15))[0]):
+            ip, where = rng.choice(ips)
             success = rng.random() < 0.04
-            w.emit("login", p.account_id, moment + attempt * rng.uniform(1, 20),
-                   ip=rng.choice(ips), success=success, country=country if country in COUNTRIES
-                   else None, device_id=device if variant == "one_device" else w.device(),
-                   user_agent="python-requests/2.32.3" if rng.random() < 0.5 else USER_AGENTS[0])
+            w.login(p.account_id, t, ip, device if variant == "one_device" else w.device(),
+                    success, where, rng.choice(DESKTOP_AGENTS) if rotate else agent)
             if success:
+                for _ in range(rng.randint(0, 3)):  # a look around the taken-over account
+                    t += rng.uniform(5, 120)
+                    w.usage(p, t, 1.0, rng.choice(("export", "report", "api_call")))
                 break
-    return [p.account_id for p in victims]
+            t += rng.uniform(1, 30)
+    return [p.account_id for p in people]
 
 
 def _brute_force(w: _World, p: Person) -> None:
+    """15-200 failed passwords on one account within an hour, sometimes a success at the end."""
     rng = w.rng
-    t = w.start + rng.uniform(0.5, w.days - 0.5) * DAY
-    ips = [w.ip(w.country()) for _ in range(rng.randint(1, 3))]
-    device = w.device()
     attempts = rng.randint(15, 200)
-    span = rng.uniform(5, 55) * 60
-    for i in range(attempts):
-        w.emit("login", p.account_id, t + span * i / attempts, ip=rng.choice(ips),
-               device_id=device, success=False, user_agent=USER_AGENTS[2])
+    span = rng.uniform(2, 58) * MINUTE
+    t0 = w.start + rng.uniform(0.02 * w.window, w.window - span - 5 * MINUTE)
+    ips = []
+    for _ in range(rng.randint(1, 3)):
+        where = w.country()
+        ips.append(rng.choice(((w.hosting_ip(), where), (w.home_ip(where), where))))
+    device, agent = w.device(), _attacker_agent(rng)
+    rotate_device = rng.random() < 0.3
+    for offset in sorted(rng.uniform(0, span) for _ in range(attempts)):
+        ip, where = rng.choice(ips)
+        w.login(p.account_id, t0 + offset, ip, w.device() if rotate_device else device, False,
+                where, agent)
     if rng.random() < 0.3:
-        w.emit("login", p.account_id, t + span + 5, ip=ips[0], device_id=device, success=True)
+        ip, where = ips[-1]
+        w.login(p.account_id, t0 + span + rng.uniform(2, 60), ip, device, True, where, agent)
 
 
 def _account_sharing(w: _World, p: Person) -> None:
+    """One paid account used from 4-10 devices in 3+ countries within a day or two."""
     rng = w.rng
-    t = w.start + rng.uniform(0.5, max(1.0, w.days - 2)) * DAY
-    countries = rng.sample(list(COUNTRIES), rng.randint(3, 6))
-    sharers = [(w.device(), rng.choice(countries)) for _ in range(rng.randint(4, 10))]
-    for device, country in sharers:
+    devices = rng.randint(4, 10)
+    others = [c for c in COUNTRY_NAMES if c != p.country]
+    countries = [p.country, *rng.sample(others, rng.randint(2, min(5, devices - 1)))]
+    span = rng.uniform(0.5, 2.0) * DAY
+    span = min(span, 0.8 * w.window)
+    t0 = w.start + rng.uniform(0.02 * w.window, w.window - span - HOUR)
+    for k in range(devices):
+        where = countries[k] if k < len(countries) else rng.choice(countries)
+        device, agent = w.device(), rng.choice(DESKTOP_AGENTS + MOBILE_AGENTS)
+        ip = w.home_ip(where)
         for _ in range(rng.randint(1, 3)):
-            moment = t + rng.uniform(0, rng.choice((1.0, 2.0)) * DAY)
-            w.emit("login", p.account_id, moment, ip=w.ip(country), device_id=device,
-                   success=True, country=country, user_agent=rng.choice(USER_AGENTS))
-            w.usage(p, moment + 60)
+            t = t0 + rng.uniform(0, span)
+            w.login(p.account_id, t, ip, device, True, where, agent)
+            for _ in range(rng.randint(1, 6)):
+                t += 2 + rng.expovariate(1 / 90)
+                w.usage(p, t)
 
 
 def _scripted(w: _World, p: Person) -> None:
+    """Logins at machine-regular intervals (60-900 s, jitter < 1 %) for hours to days."""
     rng = w.rng
     interval = rng.uniform(60, 900)
-    t = w.start + rng.uniform(0, max(0.5, w.days - 2)) * DAY
-    until = t + rng.uniform(6 * HOUR, 2 * DAY)
-    ip, device = p.ips[0], p.devices[0]
+    jitter = rng.uniform(0.0005, 0.008)
+    duration = min(math.exp(rng.uniform(math.log(3 * HOUR), math.log(3 * DAY))),
+                   0.9 * w.window)
+    t = w.start + rng.uniform(0, w.window - duration)
+    until = t + duration
+    device = w.device() if rng.random() < 0.6 else p.devices[0]
+    ip = w.hosting_ip() if rng.random() < 0.5 else p.ips[0]
+    agent = rng.choice(SCRIPT_AGENTS) if rng.random() < 0.6 else rng.choice(DESKTOP_AGENTS)
     while t < until:
-        w.emit("login", p.account_id, t, ip=ip, device_id=device, success=True,
-               country=p.country, user_agent="okhttp/4.12.0")
-        w.usage(p, t + 2)
-        t += interval * rng.uniform(0.996, 1.004)
+        w.login(p.account_id, t, ip, device, True, p.country, agent)
+        if rng.random() < 0.6:
+            w.usage(p, t + rng.uniform(0.3, 3), None, rng.choice(("api_call", "export")))
+        t += interval * (1 + rng.uniform(-jitter, jitter))
 
 
-# -- abuse: refunds ------------------------------------------------------------------------
-def _refund_cycles(w: _World, p: Person, cycles: int, *, heavy: float,
-                   start: float | None = None) -> int:
-    """Purchase, heavy use, refund, ``cycles`` times; return the refunds inside the window."""
+# -- abuse: refunds ---------------------------------------------------------------------------
+def _refund_cycles(w: _World, p: Person, cycles: int, heavy: float, t0: float,
+                   t1: float) -> int:
+    """``cycles`` times: purchase, heavy usage over hours or days, full refund."""
     rng = w.rng
-    t = start if start is not None else w.start + rng.uniform(0, 1.5) * DAY
+    budget = (t1 - t0) / cycles
+    t = t0
     refunds = 0
     for _ in range(cycles):
-        amount = rng.choice((29.0, 49.0, 99.0, 199.0))
-        order = w.purchase(p, t, amount)
-        hold = rng.uniform(3, 60) * HOUR
-        for k in range(rng.randint(6, 20)):
-            w.usage(p, t + hold * (k + 1) / 22, round(heavy * rng.uniform(0.5, 1.5), 2))
-        w.refund(p, t + hold, order, amount, reason=rng.choice(("not as described",
-                                                                "did not work for me")))
-        refunds += t + hold < w.end
-        t += hold + rng.uniform(6, 72) * HOUR
-        if t > w.end:
-            break
+        order = w.purchase(p, t, rng.choice(PLAN_PRICES[2:] + CREDIT_PRICES[3:]))
+        hold = min(3 * DAY, max(1.5 * HOUR, budget * rng.uniform(0.3, 0.6)))
+        for offset in sorted(rng.uniform(0.02, 0.97) for _ in range(rng.randint(8, 25))):
+            w.usage(p, t + hold * offset, heavy * rng.uniform(0.5, 1.5))
+        if order and w.refund(p, t + hold, order, rng.choice(ABUSE_REASONS)):
+            refunds += 1
+        t += hold + budget * rng.uniform(0.1, 0.35)
     return refunds
 
 
-# -- benign look-alikes --------------------------------------------------------------------
-def _office(w: _World) -> list[str]:
+def _refunder(w: _World, cycles: int, heavy: float) -> Person:
+    rng = w.rng
+    if rng.random() < 0.7:
+        p = _existing(w)
+        t0 = w.at(0.0, 0.1)
+    else:
+        t0 = w.at(0.0, 0.05)
+        p = _newcomer(w, rng.choice(("paid", "free")), at=t0)
+        t0 += rng.uniform(0.2, 3) * HOUR
+    p.features = tuple(rng.sample(FEATURES[:6], rng.randint(2, 4)))
+    p.feature_cum = tuple(accumulate(rng.uniform(1, 3) for _ in p.features))
+    _refund_cycles(w, p, cycles, heavy, t0, w.end - 2 * HOUR)
+    return p
+
+
+def _card_ring(w: _World) -> list[str]:
+    """3-6 accounts sharing one card: each buys, uses heavily and asks for a refund."""
+    rng = w.rng
+    card = w.card()
+    country = w.country()
+    members = rng.randint(3, 6)
+    gaps = [rng.uniform(0.5, 30) * HOUR for _ in range(members)]
+    squeeze = min(1.0, 0.35 * w.window / sum(gaps))
+    t = w.at(0.0, 0.25)
+    accounts = []
+    for gap in gaps:
+        p = w.person(country=country if rng.random() < 0.7 else None)
+        p.card = card
+        w.signup(p, t, rng.choice(("paid", "free", "trial")))
+        end = w.session(p, t + rng.uniform(30, 600), n_usage=rng.randint(1, 4), device=0)
+        cycle_end = min(w.end - HOUR, end + rng.uniform(0.1, 0.35) * w.window)
+        _refund_cycles(w, p, 1, rng.uniform(25, 80), end + rng.uniform(60, 3600), cycle_end)
+        w.live(p, end + HOUR)
+        accounts.append(p.account_id)
+        t += gap * squeeze
+    return accounts
+
+
+# -- benign look-alikes -----------------------------------------------------------------------
+def _office(w: _World, size: int) -> list[str]:
+    """A company behind one NAT address: mostly paid or converted, office hours."""
     rng = w.rng
     country = w.country()
-    company = f"{rng.choice(LAST)}{rng.choice(('corp', 'labs', 'group', 'systems'))}.com"
-    nat = w.ip(country)
+    company = rng.choice(w.companies)
+    nat = w.home_ip(country)
     people = []
-    for _ in range(rng.randint(20, 60)):
-        p = w.person(country=country, email=w.email(domain=company))
-        p.ips = [nat]
+    for _ in range(size):
+        p = w.person(country=country, email=w.email(domain=company), card=True,
+                     mobile_only=False)
+        p.ips, p.weekend = [nat], rng.uniform(0.0, 0.2)
         p.activity = rng.uniform(0.6, 0.95)
-        if rng.random() < 0.3:
-            t = w.start + rng.uniform(0, w.days * 0.8) * DAY
-            w.signup(p, t, "paid", ip=nat)
-            w.purchase(p, t + 300)
-            w.live(p, t + HOUR, ip=nat, mistype=0.06)
+        if rng.random() < 0.3:  # joins during the window
+            plan = rng.choices(("paid", "trial", "free"), (5, 4, 1))[0]
+            _newcomer(w, plan, converts=True, person=p, ip=nat)
         else:
             w.live(p, w.start, ip=nat, mistype=0.06)
+            _bill(w, p, paid=rng.random() < 0.85, refunds=False)
+            if p.account_id not in w.emitted:  # a short window of weekend days
+                t = w.local_time(p, rng.randrange(w.days))
+                t += DAY if t < w.start else -DAY if t >= w.end else 0.0
+                w.session(p, t, ip=nat, mistype=0.06)
         people.append(p.account_id)
     return people
 
 
 def _family(w: _World) -> list[str]:
+    """2-3 people at home sharing a computer; different mailboxes and cards."""
     rng = w.rng
     country = w.country()
     last = rng.choice(LAST)
-    device, home = w.device(), w.ip(country)
-    t = w.start + rng.uniform(0, w.days * 0.7) * DAY
+    device, agent, home = w.device(), rng.choice(DESKTOP_AGENTS), w.home_ip(country)
+    t = w.at(0.0, 0.4)
     people = []
-    size = rng.randint(2, 3)
-    for i in range(size):
-        p = w.person(country=country, email=w.email(last=last))
-        p.devices, p.ips = [device], [home]
-        plan = "paid" if i == 0 and rng.random() < 0.5 else "trial"
-        w.signup(p, t + i * rng.uniform(2, 72) * HOUR, plan)
-        if plan == "paid" or i == 0:
-            w.purchase(p, t + i * 72 * HOUR + rng.uniform(1, 5) * DAY)
-        w.live(p, t + i * 72 * HOUR + HOUR)
+    for i in range(rng.randint(2, 3)):
+        p = w.person(country=country, email=w.email(last=last if rng.random() < 0.6 else None,
+                                                    country=country))
+        p.devices, p.agents, p.ips = [device, *p.devices[1:]], [agent, *p.agents[1:]], \
+            [home, *p.ips[1:]]
+        if i == 0:  # at least one of them pays
+            plan = rng.choice(("paid", "trial"))
+        else:
+            plan = rng.choice(("trial", "trial", "free", "paid"))
+        _newcomer(w, plan, converts=True if i == 0 else None, at=t, person=p, ip=home)
+        t += min(rng.uniform(2, 72) * HOUR, 0.25 * w.window)
         people.append(p.account_id)
     return people
 
 
-def _university(w: _World) -> list[str]:
+def _university(w: _World, size: int) -> list[str]:
+    """Students signing up for trials in the same week from one campus network."""
     rng = w.rng
-    country = rng.choice(("US", "GB", "DE", "CA", "AU"))
-    school = f"{rng.choice(('state', 'tech', 'city', 'north', 'lake'))}u.edu"
-    net = w.ip(country).rsplit(".", 1)[0]
-    nats = [f"{net}.{rng.randrange(2, 254)}" for _ in range(3)]
-    week = w.start + rng.uniform(0, max(0.5, w.days - 7)) * DAY
+    country = rng.choice(("US", "US", "US", "CA"))
+    school = rng.choice(w.campuses)
+    net = w.subnet(country)
+    nats = [w.host(net) for _ in range(rng.randint(2, 4))]
+    week = min(7 * DAY, 0.8 * w.window)
+    t0 = w.start + rng.uniform(0, w.window - week - 2 * HOUR)
     people = []
-    for _ in range(rng.randint(30, 100)):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        email = w.email(first, last, domain=school)
-        p = w.person(country=country, email=email, card=rng.random() < 0.3)
-        p.ips = [rng.choice(nats), f"{net}.{rng.randrange(2, 254)}"]
-        t = week + rng.uniform(0, 7) * DAY
-        w.signup(p, t, "trial", ip=p.ips[0])
-        if rng.random() < 0.25:
-            w.purchase(p, t + rng.uniform(2, 12) * DAY)
-        w.live(p, t + HOUR)
+    for _ in range(size):
+        p = w.person(country=country, email=w.email(domain=school))
+        p.ips = [rng.choice(nats) if rng.random() < 0.7 else w.host(net), *p.ips]
+        t = t0 + rng.uniform(0, week)
+        _newcomer(w, "trial", converts=rng.random() < 0.25, at=t, person=p, signup_ip=p.ips[0])
         people.append(p.account_id)
     return people
 
 
 def _traveller(w: _World) -> str:
+    """Logs in from 2-3 countries over days, on one device, with time to fly between."""
     rng = w.rng
-    p = w.person()
-    route = [p.country, *rng.sample([c for c in COUNTRIES if c != p.country], 2)]
-    t = w.start + rng.uniform(0, 1) * DAY
-    for leg, country in enumerate(route):
-        for day in range(rng.randint(2, 4)):
-            moment = t + day * DAY + rng.uniform(8, 20) * HOUR
-            w.session(p, moment, ip=w.ip(country), device=p.devices[0], country=country)
-        t += (day + 1) * DAY + rng.uniform(10, 16) * HOUR  # a flight takes most of a day
-        if leg == len(route) - 1 or t > w.end:
-            break
+    p = w.person(card=True)
+    route = [p.country, *rng.sample([c for c in COUNTRY_NAMES if c != p.country],
+                                    rng.randint(1, 2))]
+    legs = len(route)
+    stay = max(0.4 * DAY, (w.window - legs * 14 * HOUR) / legs)
+    t = w.start + rng.uniform(0, 0.1) * w.window
+    for country in route:
+        leave = t + stay * rng.uniform(0.7, 1.0)
+        moment = t + rng.uniform(1, 6) * HOUR
+        ip = w.home_ip(country) if country == p.country else w.mobile_ip(country)
+        while moment < leave:
+            w.session(p, moment, ip=ip, device=0, country=country)
+            moment += rng.uniform(5, 26) * HOUR
+        t = leave + rng.uniform(10, 16) * HOUR  # the flight
+    _bill(w, p, paid=True, refunds=False)
     return p.account_id
 
 
-def _add_label(w: _World, kind: str, detector: str | None, accounts: Iterable[str]) -> None:
-    group = {"kind": kind, "accounts": sorted(set(accounts))}
+# -- the whole stream -------------------------------------------------------------------------
+def _label(w: _World, kind: str, detector: str | None, accounts: Iterable[str]) -> None:
+    group: dict[str, Any] = {"kind": kind}
     if detector:
-        w.abuse.append({**group, "detector": detector})
-    else:
-        w.benign.append(group)
+        group["detector"] = detector
+    group["accounts"] = sorted({a for a in accounts if a in w.emitted})  # those in the stream
+    if group["accounts"]:
+        (w.abuse if detector else w.benign).append(group)
 
 
-def _finish(w: _World, seed: int) -> list[dict[str, Any]]:
-    """Order per account, jitter across accounts, re-deliver a few, assign ids and times."""
+def _finish(w: _World) -> tuple[list[dict[str, Any]], int]:
+    """Order per account, jitter across accounts, re-deliver a few, assign ids."""
     rng = w.rng
-    events = sorted(w.events, key=lambda e: e["_t"])
-    for n, event in enumerate(events):
-        event["event_id"] = f"evt_{seed:x}_{n:08x}"
-    jittered = sorted(events, key=lambda e: e["_t"] + rng.uniform(0, 120))
-    queues: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        queues.setdefault(event["account_id"], []).append(event)
-    for account_events in queues.values():
-        account_events.reverse()
-    stream = [queues[e["account_id"]].pop() for e in jittered]
-    duplicates = 0
-    for i in sorted(rng.sample(range(len(stream)), len(stream) // 1000), reverse=True):
-        stream.insert(min(len(stream), i + rng.randrange(5, 500)), stream[i])
-        duplicates += 1
-    out = []
-    for event in stream:
-        out.append({"event_id": event["event_id"], "type": event["type"], "ts": _ts(event["_t"]),
-                    "account_id": event["account_id"],
-                    **{k: v for k, v in event.items()
-                       if k not in ("_t", "event_id", "type", "account_id")}})
-    return out, duplicates
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    n = len(w.events)
+    times = np.fromiter((e[0] for e in w.events), dtype=np.float64, count=n)
+    order = np.argsort(times, kind="stable")
+    events = [w.events[i] for i in order.tolist()]
+    times = times[order]
+    # each account's events keep their order; slots of different accounts interleave by
+    # t + U(0, JITTER), so an event is never more than JITTER seconds late
+    keys = times + nrng.uniform(0, JITTER, n)
+    slots = np.argsort(keys, kind="stable")
+    queues: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        queues.setdefault(event[2], []).append(i)
+    for queue in queues.values():
+        queue.reverse()
+    stream_index = [queues[events[j][2]].pop() for j in slots.tolist()]
+    slot_keys = keys[slots]
+    ids = set()
+    out: list[dict[str, Any]] = []
+    for i in stream_index:
+        t, kind, account, fields = events[i]
+        event_id = f"evt_{rng.getrandbits(80):020x}"
+        while event_id in ids:  # pragma: no cover - 80 random bits
+            event_id = f"evt_{rng.getrandbits(80):020x}"
+        ids.add(event_id)
+        out.append({"event_id": event_id, "type": kind, "ts": _ts(t), "account_id": account,
+                    **fields})
+    # re-deliveries: a copy shortly after the original
+    picks = sorted(rng.sample(range(n), round(n * DUPLICATE_RATE)))
+    again = slot_keys[picks] + nrng.uniform(1, DUPLICATE_DELAY, len(picks))
+    where = np.searchsorted(slot_keys, again, side="right").tolist()
+    stream: list[dict[str, Any]] = []
+    done = 0
+    for position, pick in sorted(zip(where, picks, strict=True)):
+        stream.extend(out[done:position])
+        stream.append(dict(out[pick]))
+        done = position
+    stream.extend(out[done:])
+    return stream, len(picks)
 
 
 def generate(accounts: int, days: int, seed: int,
              start: datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``accounts`` accounts over ``days`` days: ``(events, labels)`` (deterministic)."""
-    if accounts < 100 or days < 1:
-        raise ValueError("generate needs at least 100 accounts and 1 day")
+    """``accounts`` accounts (all kinds together) over ``days`` days: ``(events, labels)``.
+
+    Deterministic for ``seed``; ``start`` defaults to 2026-11-01T00:00:00Z (a naive datetime
+    is taken as UTC).
+    """
+    if accounts < 200 or days < 1:
+        raise ValueError("generate needs at least 200 accounts and 1 day")
+    start = start or START
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
     rng = random.Random(seed)
-    w = _World(rng=rng, start=(start or START).timestamp(), days=days)
-    budget = accounts
+    w = _World(rng, start.timestamp(), days)
     scale = accounts / 5000
 
     def count(n: float) -> int:
         return max(1, round(n * scale))
 
-    # abuse: trial rings
-    for variant in ("device_reuse", "email_alias", "numbered_stem", "card_reuse", "disposable",
-                    "mixed"):
-        ring_accounts = []
-        for _ in range(count(4)):
-            ring_accounts += _trial_ring(w, variant)
-        _add_label(w, variant, "trial_cycling", ring_accounts)
-        budget -= len(ring_accounts)
-    # abuse: logins (victims of stuffing are ordinary accounts living their lives)
-    for variant in ("one_ip", "one_subnet", "one_device"):
-        for _ in range(count(1)):
-            victims = []
-            for _ in range(rng.randint(20, 150 if scale >= 1 else 40)):
-                p = w.person()
-                w.live(p, w.start)
-                victims.append(p)
-            _add_label(w, "credential_stuffing", "login_frequency",
-                       _credential_stuffing(w, victims, variant))
-            budget -= len(victims)
-    for kind, action in (("brute_force", _brute_force), ("account_sharing", _account_sharing),
-                         ("scripted", _scripted)):
+    def size(lo: int, hi: int, share: float) -> int:
+        return rng.randint(lo, max(lo, min(hi, int(accounts * share))))
+
+    # abuse: trial cycling rings, each variant several times
+    for variant in RING_VARIANTS:
+        for _ in range(count(3)):
+            _label(w, variant, "trial_cycling", _trial_ring(w, variant))
+    # abuse: logins
+    first = rng.randrange(len(STUFFING_VARIANTS))
+    for k in range(count(2)):
+        variant = STUFFING_VARIANTS[(first + k) % len(STUFFING_VARIANTS)]
+        victims = 20 + int((size(20, 150, 0.03) - 20) * rng.random() ** 0.7)
+        _label(w, "credential_stuffing", "login_frequency",
+               _credential_stuffing(w, variant, victims))
+    for kind, action, paid in (("brute_force", _brute_force, 0.55),
+                               ("account_sharing", _account_sharing, 1.0),
+                               ("scripted", _scripted, 0.55)):
         group = []
-        for _ in range(count(10)):
-            p = w.person()
-            w.live(p, w.start)
+        for _ in range(count(8)):
+            p = _existing(w, paid=paid)
             action(w, p)
             group.append(p.account_id)
-        _add_label(w, kind, "login_frequency", group)
-        budget -= len(group)
+        _label(w, kind, "login_frequency", group)
     # abuse: refunds
-    for kind, cycles, heavy in (("serial_refunder", (3, 6), 60.0),
-                                ("consume_then_refund", (2, 2), 150.0)):
-        group = []
-        for _ in range(count(12)):
-            p = w.person()
-            w.live(p, w.start)
-            budget -= 1
-            if _refund_cycles(w, p, rng.randint(*cycles), heavy=heavy) >= 2:
-                group.append(p.account_id)  # labelled only when the window shows the cycles
-        _add_label(w, kind, "refund_abuse", group)
-    ring = []
-    for _ in range(count(5)):
-        card = w.card()
-        refunders = []
-        for _ in range(rng.randint(3, 6)):
-            p = w.person()
-            p.card = card
-            t = w.start + rng.uniform(0, w.days * 0.5) * DAY
-            w.signup(p, t, rng.choice(("paid", "free")))
-            w.live(p, t + HOUR)
-            budget -= 1
-            if _refund_cycles(w, p, 1, heavy=rng.uniform(60, 150), start=t + rng.uniform(60, 900)):
-                refunders.append(p.account_id)
-        if len(refunders) >= 2:
-            ring += refunders
-    _add_label(w, "card_ring", "refund_abuse", ring)
+    _label(w, "serial_refunder", "refund_abuse",
+           [_refunder(w, rng.randint(3, 6), rng.uniform(20, 60)).account_id
+            for _ in range(count(10))])
+    _label(w, "consume_then_refund", "refund_abuse",
+           [_refunder(w, 2, rng.uniform(40, 120)).account_id for _ in range(count(10))])
+    for _ in range(count(4)):
+        _label(w, "card_ring", "refund_abuse", _card_ring(w))
     # benign look-alikes
-    for kind, make, n in (("office_nat", _office, 2), ("university", _university, 2),
-                          ("family_device", _family, 25)):
-        group = []
-        for _ in range(count(n)):
-            group += make(w)
-        _add_label(w, kind, None, group)
-        budget -= len(group)
-    simple: dict[str, list[str]] = {"converting_trial": [], "power_user": [], "mistyper": [],
-                                    "traveller": [], "one_refund": []}
-    for _ in range(count(40)):
-        simple["converting_trial"].append(_newcomer(w, "trial", converts=True).account_id)
+    for _ in range(count(2)):
+        _label(w, "office_nat", None, _office(w, size(20, 60, 0.012)))
+    for _ in range(count(2)):
+        _label(w, "university", None, _university(w, size(30, 100, 0.02)))
     for _ in range(count(25)):
-        p = w.person()
-        p.activity, p.intensity = 0.95, rng.uniform(8, 20)
-        w.live(p, w.start, scale=p.intensity)
+        _label(w, "family_device", None, _family(w))
+    _label(w, "converting_trial", None,
+           [_newcomer(w, "trial", converts=True).account_id for _ in range(count(40))])
+    power = []
+    for _ in range(count(25)):
+        p = w.person(card=True, mobile_only=False)
+        p.activity, p.weekend = rng.uniform(0.9, 1.0), rng.uniform(0.5, 1.0)
+        p.intensity, p.volume = rng.uniform(8, 25), rng.uniform(2, 4)
+        w.live(p, w.start, sessions=(2, 3, 4))
+        _bill(w, p, paid=True, refunds=False)
         for week in range(0, w.days, 7):
-            w.purchase(p, w.start + (week + rng.uniform(0, 6)) * DAY, 199.0)
-        simple["power_user"].append(p.account_id)
+            w.purchase(p, w.local_time(p, week + rng.randrange(min(7, w.days - week))),
+                       rng.choice(CREDIT_PRICES[3:]))
+        power.append(p.account_id)
+    _label(w, "power_user", None, power)
+    mistypers = []
     for _ in range(count(30)):
-        p = w.person()
+        p = w.person(card=True)
         w.live(p, w.start, mistype=0.0)
+        _bill(w, p, paid=rng.random() < 0.55, refunds=False)
         for day in rng.sample(range(w.days), min(w.days, rng.randint(1, 3))):
             t = w.local_time(p, day)
-            for k in range(rng.randint(2, 4)):
-                w.login(p, t + 15 * k, success=False)
-            w.session(p, t + 75, mistype=0.0)
-        simple["mistyper"].append(p.account_id)
-    for _ in range(count(20)):
-        simple["traveller"].append(_traveller(w))
+            for _ in range(rng.randint(2, 4)):
+                w.login(p.account_id, t, p.ips[0], p.devices[0], False, p.country, p.agents[0])
+                t += rng.uniform(8, 50)
+            w.session(p, t, ip=p.ips[0], device=0, mistype=0.0)
+        mistypers.append(p.account_id)
+    _label(w, "mistyper", None, mistypers)
+    _label(w, "traveller", None, [_traveller(w) for _ in range(count(20))])
+    refunders = []
     for _ in range(count(30)):
-        p = w.person()
+        p = w.person(card=True)
+        p.activity = rng.uniform(0.05, 0.4)
         w.live(p, w.start)
-        t = w.start + rng.uniform(0, w.days - 0.5) * DAY
-        amount = rng.choice((19.0, 49.0))
-        order = w.purchase(p, t, amount)
-        w.usage(p, t + 600, 1.0)
-        w.refund(p, t + rng.uniform(1, 30) * HOUR, order, amount)
-        simple["one_refund"].append(p.account_id)
-    for kind, group in simple.items():
-        _add_label(w, kind, None, group)
-        budget -= len(group)
-    _normal(w, max(0, budget))
-    events, duplicates = _finish(w, seed)
+        t = w.at(0.0, 0.9)
+        order = w.purchase(p, t, rng.choice(PLAN_PRICES + CREDIT_PRICES))
+        assert order is not None
+        if rng.random() < 0.5:
+            w.usage(p, t + rng.uniform(60, 1800), 1.0)
+        latest = min(30 * HOUR, w.end - t - 60)
+        w.refund(p, t + rng.uniform(0.1, 1.0) * latest, order, rng.choice(ORDINARY_REASONS))
+        refunders.append(p.account_id)
+    _label(w, "one_refund", None, refunders)
+    if w.made > accounts:
+        raise ValueError(f"{accounts} accounts are too few for every scenario; try more")
+    _normal(w, accounts - w.made)
+    events, duplicates = _finish(w)
     labels = {
-        "generator": {"accounts": accounts, "days": days, "seed": seed,
-                      "start": _ts(w.start)},
+        "generator": {"accounts": accounts, "days": days, "seed": seed, "start": _ts(w.start)},
         "abuse": w.abuse,
         "benign": w.benign,
         "counts": {"events": len(events), "duplicates": duplicates},
@@ -678,19 +1127,39 @@ def generate(accounts: int, days: int, seed: int,
     return events, labels
 
 
-def write_events(events: Iterable[dict[str, Any]], path: str) -> None:
-    """JSONL, gzip-compressed when ``path`` ends with ``.gz``; ``-`` for stdout."""
-    data = b"".join(orjson.dumps(event) + b"\n" for event in events)
+def _open_out(path: str | os.PathLike[str]):
+    path = os.fspath(path)
     if path == "-":
-        sys.stdout.buffer.write(data)
-    elif path.endswith(".gz"):
-        with gzip.open(path, "wb", compresslevel=5) as file:
-            file.write(data)
-    else:
-        with open(path, "wb") as file:
-            file.write(data)
+        return sys.stdout.buffer, False
+    if path.endswith(".gz"):
+        return gzip.open(path, "wb", compresslevel=5), True
+    return open(path, "wb"), True
 
 
-def write_labels(labels: dict[str, Any], path: str) -> None:
-    with open(path, "wb") as file:
-        file.write(orjson.dumps(labels, option=orjson.OPT_INDENT_2))
+def write_events(events: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """JSONL, one event a line; gzip when ``path`` ends with ``.gz``; ``-`` for stdout."""
+    file, close = _open_out(path)
+    try:
+        chunk: list[bytes] = []
+        for event in events:
+            chunk.append(orjson.dumps(event))
+            if len(chunk) >= 10_000:
+                file.write(b"\n".join(chunk) + b"\n")
+                chunk.clear()
+        if chunk:
+            file.write(b"\n".join(chunk) + b"\n")
+        file.flush()
+    finally:
+        if close:
+            file.close()
+
+
+def write_labels(labels: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """The labels as indented JSON (``-`` for stdout)."""
+    file, close = _open_out(path)
+    try:
+        file.write(orjson.dumps(labels, option=orjson.OPT_INDENT_2) + b"\n")
+        file.flush()
+    finally:
+        if close:
+            file.close()
