@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# A local single-node Apache Kafka (KRaft) on 127.0.0.1, from Maven Central jars, for
-# development and tests. Usage: deploy/kafka.sh fetch|up|down [--wipe]|status
-#   KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HOME_DIR (deploy/.kafka: jars,
-#   cached between runs), KAFKA_DATA_DIR ($KAFKA_HOME_DIR/data-$KAFKA_PORT), PYTHON (.venv).
+# A local single-node Apache Kafka (KRaft: broker and controller in one JVM) on 127.0.0.1, run
+# from Maven Central jars with the machine's Java 17, for development and tests.
+#
+#   deploy/kafka.sh fetch          jars into $KAFKA_HOME_DIR/libs (kept; refetched when pom.xml changes)
+#   deploy/kafka.sh up             fetch, configure, format once, start, wait for a metadata answer
+#   deploy/kafka.sh down [--wipe]  SIGTERM, SIGKILL after $KAFKA_STOP_TIMEOUT s; --wipe deletes the data
+#   deploy/kafka.sh status         exit 0 when up
+#
+# Settings: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HOME_DIR (deploy/.kafka),
+# KAFKA_DATA_DIR ($KAFKA_HOME_DIR/data), KAFKA_HEAP (-Xms256m -Xmx512m), KAFKA_START_TIMEOUT (60),
+# KAFKA_STOP_TIMEOUT (30), PYTHON (.venv/bin/python, with kafka-python, for the ready check;
+# without it a small Java AdminClient probe is used).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
@@ -10,39 +18,99 @@ PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 HOME_DIR="${KAFKA_HOME_DIR:-$HERE/.kafka}"
 LIBS="$HOME_DIR/libs"
-DATA="${KAFKA_DATA_DIR:-$HOME_DIR/data-$PORT}"
+DATA="${KAFKA_DATA_DIR:-$HOME_DIR/data}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+HEAP="${KAFKA_HEAP:--Xms256m -Xmx512m}"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 PIDFILE="$DATA/kafka.pid"
 LOG="$DATA/kafka.log"
 CONFIG="$DATA/server.properties"
+PROBE_ERR="$(mktemp)"  # why the last ready check failed
+trap 'rm -f "$PROBE_ERR"' EXIT
 
 say() { echo "kafka.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+log_tail() { [ -f "$LOG" ] && { say "last lines of $LOG:"; tail -n "${1:-30}" "$LOG" >&2; }; return 0; }
 
 fetch() {
-  if [ -f "$LIBS/.complete" ]; then return; fi
-  command -v mvn >/dev/null || { say "Maven (mvn) is needed to fetch Kafka"; exit 1; }
-  say "fetching Apache Kafka jars from Maven Central into $LIBS"
-  mkdir -p "$LIBS"
-  mvn -q -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIBS" \
-    -DincludeScope=runtime
-  touch "$LIBS/.complete"
+  local want tmp start
+  want="$(sha256sum "$HERE/pom.xml" | cut -d' ' -f1)"
+  if [ "$(cat "$LIBS/.complete" 2>/dev/null)" = "$want" ]; then return 0; fi
+  command -v java >/dev/null || die "Java 17+ is needed to run Kafka"
+  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
+  mkdir -p "$HOME_DIR"
+  exec 9>"$HOME_DIR/.fetch.lock"  # one fetch at a time (parallel test sessions share the cache)
+  command -v flock >/dev/null && flock 9
+  if [ "$(cat "$LIBS/.complete" 2>/dev/null)" != "$want" ]; then
+    say "fetching Apache Kafka jars from Maven Central into $LIBS"
+    start=$SECONDS
+    tmp="$HOME_DIR/libs.tmp.$$"
+    rm -rf "$tmp"
+    if ! mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$tmp" \
+        -DincludeScope=runtime >&2; then
+      rm -rf "$tmp"
+      exec 9>&-
+      die "mvn could not fetch the Kafka jars (see above)"
+    fi
+    echo "$want" > "$tmp/.complete"
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+    say "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars in $((SECONDS - start)) s"
+  fi
+  exec 9>&-  # the broker started later must not inherit (and hold) the lock
+}
+
+pid() { cat "$PIDFILE" 2>/dev/null; }
+
+running() {  # our broker's process is alive (not a zombie, not a reused pid)
+  local p
+  p="$(pid)" || return 1
+  [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] && tr '\0' ' ' < "/proc/$p/cmdline" | grep -q 'kafka\.Kafka'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+java_probe() {  # fallback ready check without kafka-python: a Java AdminClient (source launcher)
+  mkdir -p "$DATA"
+  cat > "$DATA/Probe.java" <<'JAVA'
+import java.util.Properties;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.Admin;
+public class Probe {
+  public static void main(String[] args) throws Exception {
+    Properties p = new Properties();
+    p.put("bootstrap.servers", args[0]);
+    p.put("request.timeout.ms", "3000");
+    p.put("default.api.timeout.ms", "3000");
+    try (Admin admin = Admin.create(p)) { admin.listTopics().names().get(5, TimeUnit.SECONDS); }
+  }
+}
+JAVA
+  timeout 30 java -Dlog4j2.level=OFF -cp "$LIBS/*" "$DATA/Probe.java" "127.0.0.1:$PORT"
 }
 
 answers() {  # a real Kafka metadata request, not just an open port
-  "$PYTHON" - "$PORT" <<'PY' >/dev/null 2>&1
+  port_open "$PORT" || return 1
+  if "$PYTHON" -c 'import kafka' 2>/dev/null; then
+    timeout 10 "$PYTHON" - "$PORT" <<'PY' >"$PROBE_ERR" 2>&1
 import sys
 from kafka import KafkaAdminClient
 client = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
-client.list_topics()
-client.close()
+try:
+    client.list_topics()
+finally:
+    client.close()
 PY
+  else
+    java_probe >"$PROBE_ERR" 2>&1
+  fi
 }
-
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 configure() {
   mkdir -p "$DATA/logs"
   cat > "$CONFIG" <<CONF
+# written by deploy/kafka.sh; rewritten on every start
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
@@ -53,6 +121,7 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA/logs
 num.partitions=1
+default.replication.factor=1
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=6
@@ -74,53 +143,107 @@ logger.kafka.name = kafka
 logger.kafka.level = WARN
 logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
 CONF
   if [ ! -f "$DATA/logs/meta.properties" ]; then
     local cluster
-    cluster="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+    cluster="$(java -Dlog4j2.configurationFile="$DATA/log4j2.properties" -cp "$LIBS/*" \
+      kafka.tools.StorageTool random-uuid 2>>"$LOG" | tail -n 1)"
+    [ -n "$cluster" ] || { log_tail; die "the storage tool gave no cluster id"; }
     java -Dlog4j2.configurationFile="$DATA/log4j2.properties" -cp "$LIBS/*" \
-      kafka.tools.StorageTool format -t "$cluster" -c "$CONFIG" >>"$LOG" 2>&1 \
-      || { say "formatting the storage failed:"; tail -20 "$LOG" >&2; exit 1; }
+      kafka.tools.StorageTool format --cluster-id "$cluster" --config "$CONFIG" >>"$LOG" 2>&1 \
+      || { log_tail 20; die "formatting the storage in $DATA/logs failed"; }
   fi
 }
 
-up() {
-  if running && answers; then say "already up on 127.0.0.1:$PORT"; return; fi
-  fetch
-  configure
-  say "starting on 127.0.0.1:$PORT (data in $DATA)"
-  nohup java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$DATA/log4j2.properties" \
-    -cp "$LIBS/*" kafka.Kafka "$CONFIG" >>"$LOG" 2>&1 &
-  echo $! > "$PIDFILE"
-  for _ in $(seq 1 120); do
-    if answers; then echo "kafka ready on 127.0.0.1:$PORT"; return; fi
-    if ! running; then break; fi
+configured_port() {
+  sed -n 's/^listeners=PLAINTEXT:\/\/127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$CONFIG" 2>/dev/null || true
+}
+
+wait_ready() {  # $1: start time in $SECONDS
+  local deadline=$(( $1 + START_TIMEOUT ))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    running || { log_tail; die "Kafka exited during startup"; }
+    if answers; then return 0; fi
     sleep 0.5
   done
-  say "Kafka did not come up; last log lines:"
-  tail -30 "$LOG" >&2
+  return 1
+}
+
+up() {
+  if running; then
+    local was
+    was="$(configured_port)"
+    if [ -n "$was" ] && [ "$was" != "$PORT" ]; then
+      die "a broker from $DATA is already running on port $was (pid $(pid)); run 'down' first"
+    fi
+    if answers || wait_ready "$SECONDS"; then
+      echo "kafka already up on 127.0.0.1:$PORT (pid $(pid))"
+      return 0
+    fi
+    log_tail; die "pid $(pid) is running but 127.0.0.1:$PORT does not answer; try 'down' first"
+  fi
+  rm -f "$PIDFILE"
+  local p
+  for p in "$PORT" "$CONTROLLER_PORT"; do
+    if port_open "$p"; then
+      if [ "$p" = "$PORT" ] && answers; then
+        die "another Kafka broker (not started from $DATA) answers on 127.0.0.1:$PORT"
+      fi
+      die "127.0.0.1:$p is in use by another program; set KAFKA_PORT / KAFKA_CONTROLLER_PORT"
+    fi
+  done
+  fetch
+  configure
+  local start=$SECONDS
+  say "starting on 127.0.0.1:$PORT (controller $CONTROLLER_PORT, data in $DATA, log $LOG)"
+  # shellcheck disable=SC2086  # HEAP is a list of JVM flags
+  nohup java $HEAP -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$DATA/log4j2.properties" \
+    -cp "$LIBS/*" kafka.Kafka "$CONFIG" </dev/null >>"$LOG" 2>&1 &
+  echo $! > "$PIDFILE"
+  if wait_ready "$start"; then
+    echo "kafka ready on 127.0.0.1:$PORT (pid $(pid), $((SECONDS - start)) s)"
+    return 0
+  fi
+  log_tail
+  say "Kafka did not answer a metadata request within $START_TIMEOUT s; the last check said:"
+  tail -n 5 "$PROBE_ERR" >&2
+  say "stopping it"
   down
   exit 1
 }
 
 down() {
   if running; then
-    local pid
-    pid="$(cat "$PIDFILE")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    say "stopped"
+    local p
+    p="$(pid)"
+    kill -TERM "$p" 2>/dev/null || true
+    local deadline=$(( SECONDS + STOP_TIMEOUT ))
+    while running && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    if running; then
+      kill -KILL "$p" 2>/dev/null || true
+      say "pid $p did not stop within $STOP_TIMEOUT s: killed"
+    else
+      say "stopped (pid $p)"
+    fi
+  else
+    say "not running"
   fi
   rm -f "$PIDFILE"
-  if [ "${1:-}" = "--wipe" ]; then rm -rf "$DATA"; fi
+  if [ "${1:-}" = "--wipe" ] && [ -n "$DATA" ] && [ "$DATA" != "/" ]; then
+    rm -rf "$DATA"
+    say "deleted $DATA"
+  fi
 }
 
 case "${1:-}" in
   fetch) fetch ;;
   up) up ;;
-  down) shift; down "${1:-}" ;;
-  status) if running && answers; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
+  down) down "${2:-}" ;;
+  status)
+    if running && answers; then echo "kafka up on 127.0.0.1:$PORT (pid $(pid))"
+    else echo "kafka down on 127.0.0.1:$PORT"; exit 1; fi ;;
   *) echo "usage: $0 fetch|up|down [--wipe]|status" >&2; exit 2 ;;
 esac
