@@ -8,13 +8,43 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["engine_factory", "main"]
 
 log = logging.getLogger("abuse_pipeline")
 
 
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _detection_options(command: argparse.ArgumentParser) -> None:
+    """The options replay and the worker share: they must be able to run the same engine."""
+    command.add_argument("--detectors", type=_csv, help="comma-separated subset (default: all)")
+    command.add_argument("--shadow", type=_csv, default=[],
+                         help="detectors in shadow mode: flags marked mode=shadow")
+    command.add_argument("--allowlist", metavar="JSON", help="accounts/attributes never flagged")
+    command.add_argument("--settings", metavar="JSON",
+                         help='detector settings, e.g. {"trial_cycling": {"threshold": 0.85}}')
+    command.add_argument("--lateness", type=float, default=300.0,
+                         help="seconds of cross-account disorder to reorder (default 300)")
+
+
+def engine_factory(args: argparse.Namespace):
+    """A function that builds the engine the options describe (checked once, now)."""
+    from detectors import build
+    from detectors.registry import load_settings
+    from pipeline.allowlist import Allowlist
+    from pipeline.engine import Engine
+
+    allowlist = Allowlist.from_file(args.allowlist) if args.allowlist else None
+    settings = load_settings(args.settings) if args.settings else None
+
+    def make() -> Engine:
+        return Engine(build(args.detectors, settings=settings), shadow=args.shadow,
+                      allowlist=allowlist)
+
+    make()  # bad settings fail here, with their message, not inside a running worker
+    return make
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,14 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--clickhouse", metavar="DSN",
                         help="also write to ClickHouse: chdb:///path/flags.chdb or http://host:8123")
     replay.add_argument("--dead-letter", metavar="FILE", help="invalid lines as JSONL")
-    replay.add_argument("--detectors", type=_csv, help="comma-separated subset (default: all)")
-    replay.add_argument("--shadow", type=_csv, default=[],
-                        help="detectors in shadow mode: flags marked mode=shadow")
-    replay.add_argument("--allowlist", metavar="JSON", help="accounts/attributes never flagged")
-    replay.add_argument("--settings", metavar="JSON",
-                        help='detector settings, e.g. {"trial_cycling": {"threshold": 0.85}}')
-    replay.add_argument("--lateness", type=float, default=300.0,
-                        help="seconds of cross-account disorder to reorder (default 300)")
+    _detection_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     generate = commands.add_parser("generate", help="synthetic traffic with labelled abuse")
@@ -60,24 +83,41 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--partitions", type=int, default=6,
                          help="partitions for topics that do not exist yet (default 6)")
 
-    worker = commands.add_parser("worker", help="the streaming worker (faust)")
-    worker.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
-    worker.add_argument("--clickhouse", required=True, metavar="DSN")
+    worker = commands.add_parser(
+        "worker", help="the streaming worker: events.* topics -> flags (Kafka, ClickHouse)")
+    worker.add_argument("--bootstrap", metavar="HOST:PORT",
+                        help="Kafka bootstrap servers (or ABUSE_BOOTSTRAP)")
+    worker.add_argument("--clickhouse", metavar="DSN",
+                        help="flags and dead letters to ClickHouse: chdb:///path or "
+                             "http://host:8123 (or ABUSE_CLICKHOUSE; without one, flags go "
+                             "to the topic only)")
+    worker.add_argument("--group-id", help="consumer group and internal topic names "
+                        "(or ABUSE_GROUP_ID; default abuse-pipeline)")
+    worker.add_argument("--topic-prefix", help="prefix of every topic (or ABUSE_TOPIC_PREFIX)")
+    worker.add_argument("--state-dir", default=None,
+                        help="detection checkpoints (or ABUSE_STATE_DIR; default ./worker-state); "
+                             "workers of one group that take over from each other share it")
+    worker.add_argument("--partitions", type=int, default=6,
+                        help="partitions for event topics the worker creates (default 6)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="Prometheus /metrics port (or ABUSE_METRICS_PORT; default 9108, "
+                             "0: none)")
+    worker.add_argument("--metrics-host", default=None,
+                        help="address for /metrics (or ABUSE_METRICS_HOST; default 127.0.0.1)")
+    worker.add_argument("--checkpoint-seconds", type=float, default=5.0,
+                        help="how often detection state is checkpointed (default 5)")
+    worker.add_argument("--idle-flush", type=float, default=2.0,
+                        help="seconds of quiet, every partition caught up, before held events "
+                             "are released (default 2)")
+    _detection_options(worker)
     return parser
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from detectors import build
-    from detectors.registry import load_settings
-    from pipeline.allowlist import Allowlist
-    from pipeline.engine import Engine
     from pipeline.replay import replay_file
     from pipeline.sinks import ClickHouseDeadLetterSink, ClickHouseFlagSink, JsonlSink
 
-    allowlist = Allowlist.from_file(args.allowlist) if args.allowlist else None
-    settings = load_settings(args.settings) if args.settings else None
-    engine = Engine(build(args.detectors, settings=settings), shadow=args.shadow,
-                    allowlist=allowlist)
+    engine = engine_factory(args)()
     flag_sinks = [JsonlSink(args.output)]
     dead_sinks = [JsonlSink(args.dead_letter)] if args.dead_letter else []
     if args.clickhouse:

@@ -69,6 +69,18 @@ class KafkaSettings:
     def event_topics(self) -> list[str]:
         return [self.topic(f"events.{kind}") for kind in EVENT_TYPES]
 
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (TLS files become an SSL context)."""
+        kwargs = {k: v for k, v in self.security.items() if not k.startswith("ssl_")}
+        files = {k: v for k, v in self.security.items() if k.startswith("ssl_")}
+        if files:
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=files.get("ssl_cafile"), certfile=files.get("ssl_certfile"),
+                keyfile=files.get("ssl_keyfile"))
+        return {"bootstrap_servers": self.bootstrap, **kwargs}
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python clients."""
         return {"bootstrap_servers": self.bootstrap.split(","), **self.security}

@@ -35,7 +35,8 @@ class ProduceSummary:
                 f"in {self.seconds:.1f} s ({rate:,.0f}/s); {topics}")
 
 
-def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int) -> list[str]:
+def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int,
+                  configs: dict[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the ones created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -45,7 +46,7 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int) ->
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process made it
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         return missing
     finally:
         admin.close()

@@ -1,23 +1,30 @@
 """A bounded reorder buffer: releases events in event-time order behind a watermark.
 
 Events of different accounts arrive up to a few minutes out of order. The buffer holds each
-event until the watermark (the largest time seen minus the allowed lateness) passes it, then
-releases in ``(t, account, seq)`` order. An event older than what was already released is late:
-it is released at once (never dropped) and counted.
+event until the watermark passes it, then releases in ``(t, account, event_id)`` order: a total
+order that depends only on the events, never on how they were interleaved on arrival, so
+offline replay and the streaming worker (whatever its partitioning) process the same sequence.
+An event older than what was already released is late: it is released at once (never dropped)
+and counted.
+
+Offline replay uses :meth:`ReorderBuffer.push` (the watermark is the largest time seen minus the
+allowed lateness); the streaming worker uses :meth:`ReorderBuffer.hold` and
+:meth:`ReorderBuffer.release` with a watermark taken over all source partitions.
 
 >>> buffer = ReorderBuffer(lateness=60.0)
 >>> [item for t, item in [(100.0, "b"), (90.0, "a"), (200.0, "c")]
-...  for item in buffer.push(t, "acct", int(t), item)]
+...  for item in buffer.push(t, "acct", item, item)]
 ['a', 'b']
 >>> list(buffer.flush())
 ['c']
->>> list(buffer.push(10.0, "acct", 10, "late")), buffer.late
+>>> list(buffer.push(10.0, "acct", "e9", "late")), buffer.late
 (['late'], 1)
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +32,7 @@ __all__ = ["ReorderBuffer"]
 
 
 class ReorderBuffer:
-    """Release items in event-time order once ``lateness`` seconds of newer time was seen."""
+    """Release items in ``(t, account, event_id)`` order once the watermark passes them."""
 
     def __init__(self, lateness: float = 300.0) -> None:
         if lateness < 0:
@@ -34,7 +41,10 @@ class ReorderBuffer:
         self.late = 0
         self.max_t = float("-inf")
         self.released_t = float("-inf")
-        self._heap: list[tuple[float, str, int, Any]] = []
+        self._heap: list[tuple[float, str, str, int, Any]] = []
+        # breaks ties between exact re-deliveries (same t, account and id) without comparing
+        # the items; which copy goes first does not matter, the engine drops the second
+        self._arrivals = itertools.count()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -43,25 +53,41 @@ class ReorderBuffer:
     def watermark(self) -> float:
         return self.max_t - self.lateness
 
-    def push(self, t: float, account: str, seq: int, item: Any) -> Iterator[Any]:
-        """Add one item; yield whatever the advanced watermark releases."""
+    def hold(self, t: float, account: str, event_id: str, item: Any) -> Any | None:
+        """Keep an item until :meth:`release`; a late item is returned to process at once."""
         if t < self.released_t:
             self.late += 1
-            yield item
-            return
-        heapq.heappush(self._heap, (t, account, seq, item))
+            return item
+        heapq.heappush(self._heap, (t, account, event_id, next(self._arrivals), item))
         if t > self.max_t:
             self.max_t = t
-        watermark = self.max_t - self.lateness
+        return None
+
+    def release(self, watermark: float) -> Iterator[Any]:
+        """Yield, in order, every held item at or before ``watermark``."""
         heap = self._heap
         while heap and heap[0][0] <= watermark:
             entry = heapq.heappop(heap)
             self.released_t = entry[0]
-            yield entry[3]
+            yield entry[4]
+
+    def push(self, t: float, account: str, event_id: str, item: Any) -> Iterator[Any]:
+        """Add one item; yield whatever the advanced watermark (max seen - lateness) releases."""
+        late = self.hold(t, account, event_id, item)
+        if late is not None:
+            yield late
+            return
+        yield from self.release(self.max_t - self.lateness)
 
     def flush(self) -> Iterator[Any]:
         """Release everything still held (end of input, or an idle stream)."""
-        while self._heap:
-            entry = heapq.heappop(self._heap)
-            self.released_t = entry[0]
-            yield entry[3]
+        return self.release(float("inf"))
+
+    def __getstate__(self) -> dict[str, Any]:  # itertools.count is not picklable
+        state = dict(self.__dict__)
+        state["_arrivals"] = max((entry[3] for entry in self._heap), default=-1) + 1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._arrivals = itertools.count(state["_arrivals"])

@@ -73,10 +73,14 @@ def replay(
     buffer = ReorderBuffer(lateness)
     pending = 0
 
+    released = 0
+
     def emit(events) -> None:
-        nonlocal pending
-        for seq, event in events:
-            for flag in engine.process(event, seq):
+        nonlocal pending, released
+        for event in events:
+            # seq: the position in the released (event-time) order, as in the worker
+            released += 1
+            for flag in engine.process(event, released):
                 for sink in flag_sinks:
                     sink.add(flag)
                 pending += 1
@@ -85,7 +89,7 @@ def replay(
                 sink.flush()
             pending = 0
 
-    for seq, (kind, where, item) in enumerate(decode_lines(lines)):
+    for kind, where, item in decode_lines(lines):
         summary.read += 1
         if kind == "dead":
             raw, reason = item
@@ -97,7 +101,7 @@ def replay(
                 sink.add(letter)
             continue
         summary.accepted += 1
-        emit(buffer.push(item.ts.timestamp(), item.account_id, seq, (seq, item)))
+        emit(buffer.push(item.ts.timestamp(), item.account_id, item.event_id, item))
     emit(buffer.flush())
     for sink in (*flag_sinks, *dead_letter_sinks):
         sink.flush()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
 import sys
+from pathlib import Path
 
 from pipeline.kafka_settings import KafkaSettings
 
@@ -11,13 +15,47 @@ __all__ = ["main"]
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = KafkaSettings.from_env(bootstrap=args.bootstrap)
     if args.command == "produce":
         from pipeline.produce import produce_file
 
+        settings = KafkaSettings.from_env(bootstrap=args.bootstrap)
         summary = produce_file(args.input, settings, partitions=args.partitions)
         print(summary.render(), file=sys.stderr)
         return 0
-    print("abuse-pipeline worker: the streaming worker is not built yet (issue: Streaming); "
-          "use `abuse-pipeline replay` for now", file=sys.stderr)
-    return 2
+    return _worker(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from pipeline.cli import engine_factory
+    from pipeline.worker import WorkerConfig, detector_fingerprint, run_worker
+
+    env = os.environ
+    settings = KafkaSettings.from_env(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
+                                      group_id=args.group_id)
+    make_engine = engine_factory(args)
+    metrics_port = args.metrics_port if args.metrics_port is not None else int(
+        env.get("ABUSE_METRICS_PORT", "9108"))
+    config = WorkerConfig(
+        kafka=settings, engine_factory=make_engine,
+        fingerprint=detector_fingerprint(make_engine()),
+        clickhouse=args.clickhouse or env.get("ABUSE_CLICKHOUSE"),
+        state_dir=Path(args.state_dir or env.get("ABUSE_STATE_DIR", "worker-state")),
+        lateness=args.lateness, idle_flush=args.idle_flush, partitions=args.partitions,
+        checkpoint_seconds=args.checkpoint_seconds,
+        metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
+        metrics_port=metrics_port)
+    _json_logs()
+    return asyncio.run(run_worker(config))
+
+
+def _json_logs() -> None:
+    """One JSON object per line on stderr: what log shippers expect from a service."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"asctime": "time", "levelname": "level"}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -9,6 +9,7 @@ reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -46,10 +47,8 @@ def _unavailable(message: str) -> None:
 
 
 def _stop(command: list[str], env: dict[str, str]) -> None:
-    try:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(command, env=env, capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
 
 
 @pytest.fixture(scope="session")

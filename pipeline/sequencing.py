@@ -1,0 +1,281 @@
+"""The streaming worker's two stages, pure (no I/O): ingest chunks, then sequence and detect.
+
+Kafka partitions events by account, but detection links accounts across partitions (a device
+shared by a trial ring, an IP stuffing many accounts). So the worker runs two stages:
+
+1. **Ingest** (scales out with the consumer group over the ``events.*`` partitions): validates
+   each message, sends invalid ones to the dead letters, and forwards the valid ones, unchanged,
+   in one :class:`Chunk` per source partition and batch to the *sequenced* topic. Each chunk
+   also carries its source partition's watermark: the largest event time forwarded so far and
+   whether the partition was caught up (read to its end).
+2. **Detect** (:class:`DetectionStage`, one owner of the sequenced topic at a time, fails over
+   with the group): holds events in a :class:`~pipeline.reorder.ReorderBuffer` and releases
+   them in ``(t, account, event_id)`` order behind the *low watermark over every source
+   partition*, into the same :class:`~pipeline.engine.Engine` as offline replay. Because the
+   release order depends only on the events, the flags (and their ids) are the ones replay
+   gives for the same events, however they were partitioned, whichever worker ingested them,
+   and whatever was re-delivered after a crash (re-delivered events are dropped by event id).
+
+Caught-up partitions do not hold the watermark back (else an empty partition would stall
+everything); once every partition is caught up the watermark is the largest time seen minus
+the lateness, as in replay, and after ``idle`` the buffer is flushed, as replay does at the end
+of its file.
+
+>>> from detectors import build
+>>> from detectors.testing import make_event
+>>> from pipeline.engine import Engine
+>>> from schemas import encode_event
+>>> engine = Engine(build(["login_frequency"]), clock=lambda: "2026-11-02T00:00:00.000Z")
+>>> stage = DetectionStage(engine, lateness=60.0)
+>>> events = [make_event("login", account_id="a1", t=10.0 * i, success=False, event_id=f"e{i}")
+...           for i in range(12)]
+>>> chunk = decode_chunk(encode_chunk(Chunk(source="events.login:0", max_t=110.0,
+...     caught_up=False, expected=["events.login:0"],
+...     events=[encode_event(e) for e in events], kafka_ts=[0] * 12)))
+>>> stage.feed(chunk)
+[]
+>>> [f.account_id for f, _ in stage.advance()]  # released up to 110 - 60 s: 9 failures so far
+[]
+>>> stage.feed(Chunk(source="events.login:0", max_t=110.0, caught_up=True))
+[]
+>>> [f.reasons[0] for f, _ in stage.advance(idle=True)]  # caught up and idle: the rest goes
+['10 failed logins in 60 min (usual failure rate 5%)']
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from pipeline.engine import Engine, utc_now
+from pipeline.reorder import ReorderBuffer
+from schemas.events import Event, decode_event
+from schemas.flags import DeadLetter, Flag
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Chunk",
+    "DetectionStage",
+    "SourceWatermarks",
+    "build_chunk",
+    "decode_chunk",
+    "encode_chunk",
+    "source_name",
+]
+
+CHECKPOINT_VERSION = 1
+CHUNK_BYTES = 512 * 1024  # a chunk message stays well under Kafka's 1 MB default
+
+
+class Chunk(msgspec.Struct, kw_only=True, array_like=True):
+    """One source partition's batch on the sequenced topic.
+
+    On the wire ``events`` are the original JSON bodies (bytes); :func:`decode_chunk` turns
+    them back into :class:`~schemas.events.Event` objects.
+    """
+
+    source: str  # "topic:partition"
+    max_t: float  # largest event time forwarded from this source so far
+    caught_up: bool  # the source was read to its end when this chunk was cut
+    expected: list[str] = []  # every source partition the ingest stage knows of
+    events: list[Any] = []
+    kafka_ts: list[int] = []  # Kafka timestamp (ms) of each event's message: for latency
+    dead: list[DeadLetter] = []
+
+
+class _Frame(Chunk, kw_only=True, array_like=True):
+    events: list[bytes] = []
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Frame)
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    """msgpack framing around the events' original JSON bodies."""
+    return _encoder.encode(chunk)
+
+
+def decode_chunk(raw: bytes) -> Chunk:
+    """Decode a sequenced message; an event that fails validation becomes a dead letter
+    (the ingest stage validated it, so only a bug or a foreign writer gets it here)."""
+    frame = _decoder.decode(raw)
+    events, kafka_ts, dead = [], [], list(frame.dead)
+    for body, ts in zip(frame.events, frame.kafka_ts, strict=True):
+        event, reason = decode_event(body)
+        if event is None:
+            dead.append(DeadLetter(source=f"{frame.source}:sequenced", reason=reason or "invalid",
+                                   raw=body.decode("utf-8", "backslashreplace"),
+                                   received_at=utc_now()))
+            continue
+        events.append(event)
+        kafka_ts.append(ts)
+    return msgspec.structs.replace(frame, events=events, kafka_ts=kafka_ts, dead=dead)
+
+
+def source_name(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def build_chunks(
+    source: str,
+    records: Iterable[tuple[bytes | None, int, int]],
+    *,
+    max_t: float,
+    caught_up: bool,
+    expected: list[str],
+    received_at: str | None = None,
+) -> tuple[list[Chunk], float]:
+    """Validate one source partition's ``(value, offset, kafka_ts)`` records into chunks.
+
+    Returns the chunks (the last one carries the watermark) and the new ``max_t``. Invalid
+    records become dead letters naming ``topic:partition:offset`` and the reason.
+    """
+    received_at = received_at or utc_now()
+    chunks: list[Chunk] = []
+    events: list[bytes] = []
+    kafka_ts: list[int] = []
+    dead: list[DeadLetter] = []
+    size = 0
+    for value, offset, ts in records:
+        event, reason = (None, "empty message (null value)") if value is None else \
+            decode_event(value)
+        if event is None:
+            dead.append(DeadLetter(source=f"{source}:{offset}", reason=reason or "invalid",
+                                   raw=(value or b"").decode("utf-8", "backslashreplace"),
+                                   received_at=received_at))
+            continue
+        max_t = max(max_t, event.ts.timestamp())
+        events.append(value)
+        kafka_ts.append(ts)
+        size += len(value)
+        if size >= CHUNK_BYTES:
+            chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
+                                events=events, kafka_ts=kafka_ts, dead=dead))
+            events, kafka_ts, dead, size = [], [], [], 0
+    chunks.append(Chunk(source=source, max_t=max_t, caught_up=caught_up, expected=expected,
+                        events=events, kafka_ts=kafka_ts, dead=dead))
+    return chunks, max_t
+
+
+# the single-chunk helper the doctest and tests use
+def build_chunk(source: str, records: Iterable[tuple[bytes | None, int, int]], **kwargs) -> Chunk:
+    (chunk,), _ = build_chunks(source, records, **kwargs)
+    return chunk
+
+
+class SourceWatermarks:
+    """Per source partition: the largest event time forwarded, and whether it is caught up.
+
+    >>> marks = SourceWatermarks()
+    >>> marks.update(Chunk(source="a:0", max_t=50.0, caught_up=False, expected=["a:0", "a:1"]))
+    >>> marks.low()  # a:1 has not reported: nothing may be released yet
+    -inf
+    >>> marks.update(Chunk(source="a:1", max_t=80.0, caught_up=False))
+    >>> marks.low()
+    50.0
+    >>> marks.update(Chunk(source="a:0", max_t=60.0, caught_up=True))
+    >>> marks.low(), marks.all_caught_up()
+    (80.0, False)
+    """
+
+    def __init__(self) -> None:
+        self.max_t: dict[str, float] = {}
+        self.caught_up: dict[str, bool] = {}
+        self.expected: set[str] = set()
+
+    def update(self, chunk: Chunk) -> None:
+        self.expected.update(chunk.expected)
+        self.expected.add(chunk.source)
+        # a restarted ingest re-reads from its last commit: its max_t may go back; ours not
+        self.max_t[chunk.source] = max(self.max_t.get(chunk.source, float("-inf")), chunk.max_t)
+        self.caught_up[chunk.source] = chunk.caught_up
+
+    def all_caught_up(self) -> bool:
+        return bool(self.expected) and all(self.caught_up.get(s, False) for s in self.expected)
+
+    def low(self) -> float:
+        """The event time every source has passed (caught-up sources do not hold it back)."""
+        if not self.expected:
+            return float("-inf")
+        behind = [self.max_t.get(s, float("-inf")) for s in self.expected
+                  if not self.caught_up.get(s, False)]
+        if behind:
+            return min(behind)
+        return max(self.max_t.values(), default=float("-inf"))
+
+
+class DetectionStage:
+    """Sequence chunks by event time and run them through ``engine`` (see the module doc).
+
+    ``feed`` takes chunks, ``advance`` releases what the watermark allows and returns the
+    flags with the Kafka timestamp (ms) of the event that raised each. ``snapshot`` /
+    ``restore`` checkpoint everything, with the offset of the next sequenced message.
+    """
+
+    def __init__(self, engine: Engine, *, lateness: float = 300.0) -> None:
+        self.engine = engine
+        self.buffer = ReorderBuffer(lateness)
+        self.watermarks = SourceWatermarks()
+        self.released = 0
+        self.received = 0
+        self.dead_lettered = 0
+        self.next_offset = 0
+
+    def feed(self, chunk: Chunk) -> list[tuple[Flag, int]]:
+        """Hold a chunk's events (late ones are processed at once: their flags are returned)."""
+        self.received += len(chunk.events)
+        self.dead_lettered += len(chunk.dead)
+        flags: list[tuple[Flag, int]] = []
+        for event, kafka_ts in zip(chunk.events, chunk.kafka_ts or [0] * len(chunk.events),
+                                   strict=True):
+            late = self.buffer.hold(event.ts.timestamp(), event.account_id, event.event_id,
+                                    (event, kafka_ts))
+            if late is not None:
+                flags.extend(self._process(late))
+        self.watermarks.update(chunk)
+        return flags
+
+    def watermark(self, *, idle: bool = False) -> float:
+        if idle and self.watermarks.all_caught_up():
+            return float("inf")
+        return self.watermarks.low() - self.buffer.lateness
+
+    def advance(self, *, idle: bool = False) -> list[tuple[Flag, int]]:
+        """Release held events up to the watermark; ``idle``: the input has gone quiet."""
+        return [flag for item in self.buffer.release(self.watermark(idle=idle))
+                for flag in self._process(item)]
+
+    def _process(self, item: tuple[Event, int]) -> list[tuple[Flag, int]]:
+        event, kafka_ts = item
+        self.released += 1
+        return [(flag, kafka_ts) for flag in self.engine.process(event, self.released)]
+
+    # -- checkpoints --------------------------------------------------------------------
+    def snapshot(self, fingerprint: str) -> bytes:
+        return pickle.dumps({
+            "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
+            "engine_state": self.engine.state, "engine_stats": self.engine.stats,
+            "buffer": self.buffer, "watermarks": self.watermarks, "released": self.released,
+            "received": self.received, "dead_lettered": self.dead_lettered,
+            "next_offset": self.next_offset,
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes, fingerprint: str) -> None:
+        saved = pickle.loads(blob)  # our own checkpoint file, from our state dir
+        if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
+            raise ValueError(
+                "the checkpoint was written by another version or detector configuration "
+                f"({saved.get('fingerprint')!r}, now {fingerprint!r}); restore the old "
+                "settings, or delete the state directory to start detection afresh")
+        self.engine.state = saved["engine_state"]
+        self.engine.stats = saved["engine_stats"]
+        self.buffer = saved["buffer"]
+        self.watermarks = saved["watermarks"]
+        self.released = saved["released"]
+        self.received = saved["received"]
+        self.dead_lettered = saved["dead_lettered"]
+        self.next_offset = saved["next_offset"]

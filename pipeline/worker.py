@@ -1,0 +1,470 @@
+"""``abuse-pipeline worker``: the streaming worker on Kafka (asyncio + aiokafka).
+
+Two stages run in every worker process (see :mod:`pipeline.sequencing` for why):
+
+- **ingest**, in consumer group ``GROUP``, over the five ``events.*`` topics: validates, sends
+  invalid messages to ``events.deadletter`` (raw bytes; ``source`` = topic:partition:offset and
+  ``reason`` in headers), forwards valid events in chunks to ``GROUP.sequenced`` (one
+  partition), then commits the source offsets (at-least-once: a crash re-sends, detection
+  drops the re-sent events by id).
+- **detect**, in consumer group ``GROUP.detect``: exactly one worker owns the sequenced
+  partition at a time (the group moves it when that worker dies); it restores the checkpoint
+  from ``--state-dir``, runs the engine, writes flags to ``abuse.flags`` (topic, key =
+  account_id) and ClickHouse, dead letters to ``abuse.dead_letters``, and checkpoints: sinks
+  are flushed *before* the checkpoint (which holds the offset to resume from) is written and
+  the offset committed, so a crash replays from the checkpoint and re-emits the same flag ids.
+
+Batches everywhere on the hot path: ``getmany`` thousands of messages, one Kafka message per
+source partition and batch on the sequenced topic, flags flushed in batches.
+
+Operations: JSON logs on stderr; Prometheus metrics on ``--metrics-host:--metrics-port``
+(``/metrics``); SIGTERM or SIGINT stops gracefully (final flush, checkpoint, commit, leave the
+group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.engine import Engine
+from pipeline.kafka_settings import DEAD_LETTER_TOPIC, FLAGS_TOPIC, KafkaSettings
+from pipeline.metrics import WorkerMetrics
+from pipeline.sequencing import (
+    DetectionStage,
+    build_chunks,
+    decode_chunk,
+    encode_chunk,
+    source_name,
+)
+from pipeline.sinks import BaseSink, ClickHouseDeadLetterSink, ClickHouseFlagSink, SinkError
+from schemas.flags import DeadLetter, encode_flag
+
+__all__ = ["WorkerConfig", "run_worker"]
+
+log = logging.getLogger("abuse_pipeline.worker")
+
+SEQUENCED_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class WorkerConfig:
+    kafka: KafkaSettings
+    engine_factory: Callable[[], Engine]
+    fingerprint: str  # of the detector configuration: a checkpoint only restores into its own
+    clickhouse: str | None = None
+    state_dir: Path = Path("worker-state")
+    lateness: float = 300.0
+    idle_flush: float = 2.0  # s of quiet, every source caught up: release what is held
+    partitions: int = 6  # for event topics the worker has to create
+    checkpoint_seconds: float = 5.0
+    flush_seconds: float = 0.5
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108  # 0: no endpoint
+    session_timeout_ms: int = 10_000
+    max_records: int = 20_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sequenced_topic(self) -> str:
+        return f"{self.kafka.topic_prefix}{self.kafka.group_id}.sequenced"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.state_dir / f"{self.sequenced_topic}-0.checkpoint"
+
+
+def detector_fingerprint(engine: Engine) -> str:
+    text = "|".join(sorted(repr(d) for d in engine.detectors))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+# -- stage 1 --------------------------------------------------------------------------------
+class IngestStage:
+    """Consume ``events.*``, validate, forward chunks to the sequenced topic, commit."""
+
+    def __init__(self, config: WorkerConfig, producer, metrics: WorkerMetrics) -> None:
+        self.config = config
+        self.producer = producer
+        self.metrics = metrics
+        self.max_t: dict[Any, float] = {}
+        self.reported: dict[Any, tuple[float, bool]] = {}
+        self.end_offsets: dict[Any, int] = {}
+        self.ends_checked = 0.0
+        self.consumer = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.consumer = AIOKafkaConsumer(
+            group_id=self.config.kafka.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=self.config.session_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+            client_id=f"abuse-pipeline-ingest-{os.getpid()}",
+            **self.config.kafka.aiokafka_kwargs())
+        self.consumer.subscribe(self.config.kafka.event_topics())
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    def _expected(self) -> list[str]:
+        return sorted(source_name(topic, p) for topic in self.config.kafka.event_topics()
+                      for p in (self.consumer.partitions_for_topic(topic) or ()))
+
+    async def _refresh_ends(self, assigned) -> None:
+        now = time.monotonic()
+        if now - self.ends_checked >= 0.5 or any(tp not in self.end_offsets for tp in assigned):
+            self.end_offsets.update(await self.consumer.end_offsets(list(assigned)))
+            self.ends_checked = now
+
+    async def step(self) -> int:
+        """One batch: returns how many messages were read."""
+        consumer = self.consumer
+        batch = await consumer.getmany(timeout_ms=200, max_records=self.config.max_records)
+        assigned = consumer.assignment()
+        if not assigned:
+            return 0
+        started = time.perf_counter()
+        await self._refresh_ends(assigned)
+        expected = self._expected()
+        sends, commits, read, lag = [], {}, 0, 0
+        for tp in sorted(assigned):
+            records = batch.get(tp, [])
+            position = records[-1].offset + 1 if records else await consumer.position(tp)
+            end = max(self.end_offsets.get(tp, 0), consumer.highwater(tp) or 0)
+            caught_up = position >= end
+            lag += max(0, end - position)
+            max_t = self.max_t.get(tp, float("-inf"))
+            if not records and self.reported.get(tp) == (max_t, caught_up):
+                continue
+            source = source_name(tp.topic, tp.partition)
+            chunks, self.max_t[tp] = build_chunks(
+                source, ((r.value, r.offset, r.timestamp) for r in records), max_t=max_t,
+                caught_up=caught_up, expected=expected)
+            self.reported[tp] = (self.max_t[tp], caught_up)
+            raw = {r.offset: r for r in records} if any(c.dead for c in chunks) else {}
+            for chunk in chunks:
+                sends.append(await self.producer.send(
+                    self.config.sequenced_topic, encode_chunk(chunk), key=b"chunk",
+                    partition=0))
+                for letter in chunk.dead:
+                    sends.append(await self._dead_letter(letter, raw))
+            if records:
+                commits[tp] = records[-1].offset + 1
+                read += len(records)
+        if sends:
+            await asyncio.gather(*sends)  # acknowledged by the broker before the commit
+        if commits:
+            await consumer.commit(commits)
+        self.metrics.ingest_messages.inc(read)
+        self.metrics.lag.labels("ingest").set(lag)
+        if read:
+            self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+        return read
+
+    async def _dead_letter(self, letter: DeadLetter, raw: dict) -> Any:
+        offset = int(letter.source.rsplit(":", 1)[1])
+        record = raw[offset]
+        self.metrics.dead_letters.inc()
+        log.warning("dead letter", extra={"source": letter.source, "reason": letter.reason})
+        return await self.producer.send(
+            self.config.kafka.topic(DEAD_LETTER_TOPIC), record.value, key=record.key,
+            headers=[("source", letter.source.encode()), ("reason", letter.reason.encode())])
+
+
+# -- stage 2 --------------------------------------------------------------------------------
+class DetectStage:
+    """Own the sequenced partition (or wait for it), detect, sink, checkpoint."""
+
+    def __init__(self, config: WorkerConfig, producer, metrics: WorkerMetrics) -> None:
+        self.config = config
+        self.producer = producer
+        self.metrics = metrics
+        self.stage: DetectionStage | None = None
+        self.sinks: list[BaseSink] = []
+        self.dead_sink: BaseSink | None = None
+        self.lock = asyncio.Lock()
+        self.pending_sends: list[Any] = []
+        self.pending_flags = 0
+        self.last_flush = self.last_checkpoint = time.monotonic()
+        self.last_data = time.monotonic()
+        self.consumer = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+        owner = self
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked):
+                if revoked:
+                    await owner.release()
+
+            async def on_partitions_assigned(self, assigned):
+                if assigned:
+                    await owner.acquire(next(iter(assigned)))
+
+        self.consumer = AIOKafkaConsumer(
+            group_id=f"{self.config.kafka.group_id}.detect", enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=self.config.session_timeout_ms,
+            max_partition_fetch_bytes=SEQUENCED_MAX_BYTES * 2,
+            fetch_max_bytes=SEQUENCED_MAX_BYTES * 4,
+            client_id=f"abuse-pipeline-detect-{os.getpid()}",
+            **self.config.kafka.aiokafka_kwargs())
+        self.consumer.subscribe([self.config.sequenced_topic], listener=Listener())
+        await self.consumer.start()
+
+    async def acquire(self, tp) -> None:
+        """The sequenced partition is ours: restore the checkpoint, open the sinks, seek."""
+        async with self.lock:
+            stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness)
+            path = self.config.checkpoint_path
+            if path.exists():
+                stage.restore(path.read_bytes(), self.config.fingerprint)
+                log.info("detection resumed from checkpoint", extra={
+                    "checkpoint": str(path), "offset": stage.next_offset,
+                    "events": stage.received, "buffered": len(stage.buffer)})
+            else:
+                log.info("detection starts afresh", extra={"checkpoint": str(path)})
+            self.sinks = await self._open_sinks()
+            self.consumer.seek(tp, stage.next_offset)
+            self.stage = stage
+            self.last_data = time.monotonic()
+            self.metrics.detect_active.set(1)
+
+    async def _open_sinks(self) -> list[BaseSink]:
+        if not self.config.clickhouse:
+            return []
+        # chdb allows one process per path: a worker handing over may still hold it briefly
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                flags = ClickHouseFlagSink(self.config.clickhouse)
+                flags.setup()
+                self.dead_sink = ClickHouseDeadLetterSink(client=flags.client)
+                return [flags]
+            except SinkError as error:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("ClickHouse not available yet, retrying", extra={"error": str(error)})
+                await asyncio.sleep(1.0)
+
+    async def release(self) -> None:
+        """Hand the partition over: flush, checkpoint, close the sinks (and chdb's lock)."""
+        async with self.lock:
+            if self.stage is None:
+                return
+            await self._flush()
+            await self._checkpoint()
+            for sink in self.sinks:
+                sink.close()
+            self.sinks, self.dead_sink, self.stage = [], None, None
+            self.metrics.detect_active.set(0)
+            log.info("detection handed over")
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.release()
+            await self.consumer.stop()
+
+    async def step(self) -> int:
+        batch = await self.consumer.getmany(timeout_ms=100, max_records=256)
+        async with self.lock:
+            stage = self.stage
+            if stage is None:
+                return 0
+            started = time.perf_counter()
+            flags, events = [], 0
+            for records in batch.values():
+                for record in records:
+                    if record.offset < stage.next_offset:
+                        continue  # fetched before a seek
+                    flags.extend(self._feed(stage, record))
+                    stage.next_offset = record.offset + 1
+                    events += 1
+            now = time.monotonic()
+            idle = now - self.last_data >= self.config.idle_flush
+            before = stage.released
+            flags.extend(stage.advance(idle=idle))
+            self._emit(flags)
+            self._observe(stage, stage.released - before)
+            if self.pending_flags >= 5_000 or now - self.last_flush >= self.config.flush_seconds:
+                await self._flush()
+            if now - self.last_checkpoint >= self.config.checkpoint_seconds:
+                await self._flush()
+                await self._checkpoint()
+            if events:
+                self.metrics.batch_seconds.labels("detect").observe(time.perf_counter() - started)
+            return events
+
+    def _feed(self, stage: DetectionStage, record) -> list:
+        try:
+            chunk = decode_chunk(record.value)
+        except Exception as error:  # a foreign or corrupt message: keep it, keep going
+            from pipeline.engine import utc_now
+
+            letter = DeadLetter(
+                source=f"{record.topic}:{record.partition}:{record.offset}",
+                reason=f"undecodable sequenced message: {error}",
+                raw=(record.value or b"").decode("utf-8", "backslashreplace"),
+                received_at=utc_now())
+            if self.dead_sink is not None:
+                self.dead_sink.add(letter)
+            self.metrics.dead_letters.inc()
+            return []
+        if chunk.events:
+            self.last_data = time.monotonic()
+        if self.dead_sink is not None:
+            for letter in chunk.dead:
+                self.dead_sink.add(letter)
+        return stage.feed(chunk)
+
+    def _emit(self, flags: list) -> None:
+        if not flags:
+            return
+        now_ms = time.time() * 1000
+        topic = self.config.kafka.topic(FLAGS_TOPIC)
+        for flag, kafka_ts in flags:
+            for sink in self.sinks:
+                sink.add(flag)
+            self.pending_sends.append(self.producer.send(
+                topic, encode_flag(flag), key=flag.account_id.encode()))
+            self.metrics.flags.labels(flag.detector, flag.severity, flag.mode).inc()
+            if kafka_ts:
+                self.metrics.event_to_flag.observe(max(0.0, (now_ms - kafka_ts) / 1000))
+        self.pending_flags += len(flags)
+
+    def _observe(self, stage: DetectionStage, released: int) -> None:
+        m = self.metrics
+        m.events_processed.inc(released)
+        m.buffered.set(len(stage.buffer))
+        m.duplicates.set(stage.engine.stats.duplicates)
+        m.late.set(stage.buffer.late)
+        m.watermark.set(max(0.0, stage.watermarks.low()))
+        m.caught_up.set(int(stage.watermarks.all_caught_up() and not len(stage.buffer)))
+        m.detect_received.set(stage.received)
+        m.detect_dead.set(stage.dead_lettered)
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                m.lag.labels("detect").set(max(0, end - stage.next_offset))
+
+    async def _flush(self) -> None:
+        """Sinks first, then the flags topic: everything before the offset we checkpoint."""
+        sends, self.pending_sends = self.pending_sends, []
+        for future in await asyncio.gather(*sends):
+            await future
+        for sink in self.sinks:
+            sink.flush()
+        if self.dead_sink is not None:
+            self.dead_sink.flush()
+        self.pending_flags = 0
+        self.last_flush = time.monotonic()
+
+    async def _checkpoint(self) -> None:
+        stage = self.stage
+        if stage is None:
+            return
+        path = self.config.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        with open(temporary, "wb") as file:
+            file.write(stage.snapshot(self.config.fingerprint))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)  # atomic: a crash leaves the old checkpoint or the new
+        self.last_checkpoint = time.monotonic()
+        from aiokafka import TopicPartition
+
+        with contextlib.suppress(Exception):  # for lag dashboards; the checkpoint is the truth
+            await self.consumer.commit(
+                {TopicPartition(self.config.sequenced_topic, 0): stage.next_offset})
+
+
+# -- wiring ---------------------------------------------------------------------------------
+def ensure_worker_topics(config: WorkerConfig) -> None:
+    from pipeline.produce import ensure_topics
+
+    kafka = config.kafka
+    ensure_topics(kafka, kafka.event_topics(), config.partitions)
+    ensure_topics(kafka, [kafka.topic(FLAGS_TOPIC), kafka.topic(DEAD_LETTER_TOPIC)],
+                  config.partitions)
+    ensure_topics(kafka, [config.sequenced_topic], 1,
+                  configs={"max.message.bytes": str(SEQUENCED_MAX_BYTES)})
+
+
+async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) -> int:
+    """Run both stages until ``stop`` is set (or SIGTERM/SIGINT); return an exit code."""
+    from aiokafka import AIOKafkaProducer
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    await asyncio.to_thread(ensure_worker_topics, config)
+    metrics = WorkerMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_host, config.metrics_port)
+    producer = AIOKafkaProducer(
+        acks="all", enable_idempotence=True, linger_ms=5, max_request_size=SEQUENCED_MAX_BYTES,
+        client_id=f"abuse-pipeline-{os.getpid()}", **config.kafka.aiokafka_kwargs())
+    await producer.start()
+    ingest = IngestStage(config, producer, metrics)
+    detect = DetectStage(config, producer, metrics)
+    await ingest.start()
+    await detect.start()
+    log.info("worker started", extra={
+        "bootstrap": config.kafka.bootstrap, "group": config.kafka.group_id,
+        "sequenced_topic": config.sequenced_topic, "clickhouse": config.clickhouse,
+        "metrics": f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+        if config.metrics_port else None})
+
+    async def loop_until_stopped(step) -> None:
+        while not stop.is_set():
+            await step()
+
+    tasks = [asyncio.create_task(loop_until_stopped(ingest.step), name="ingest"),
+             asyncio.create_task(loop_until_stopped(detect.step), name="detect"),
+             asyncio.create_task(_report_status(metrics, stop), name="status")]
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stopped and t.exception() is not None]
+        if failed:
+            error = failed[0].exception()
+            log.error("worker stage failed", extra={"stage": failed[0].get_name(),
+                                                    "error": repr(error)})
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return 1 if failed else 0
+    finally:
+        with contextlib.suppress(Exception):
+            await detect.stop()
+        with contextlib.suppress(Exception):
+            await ingest.stop()
+        await producer.stop()
+        log.info("worker stopped")
+
+
+async def _report_status(metrics: WorkerMetrics, stop: asyncio.Event,
+                         every: float = 10.0) -> None:
+    before, then = metrics.events_processed_value(), time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        now, processed = time.monotonic(), metrics.events_processed_value()
+        log.info("status", extra={**metrics.summary(),
+                                  "events_per_s": round((processed - before) / (now - then))})
+        before, then = processed, now
