@@ -57,6 +57,9 @@ class WorkerMetrics:
             "abuse_caught_up",
             "1 when every source partition is read to its end and nothing is held",
             registry=registry)
+        self.ingest_partitions = Gauge(
+            "abuse_ingest_assigned_partitions", "events.* partitions this worker ingests",
+            registry=registry)
         self.detect_active = Gauge("abuse_detect_active",
                                    "1 on the worker that owns detection", registry=registry)
 

@@ -16,10 +16,9 @@ shared by a trial ring, an IP stuffing many accounts). So the worker runs two st
    gives for the same events, however they were partitioned, whichever worker ingested them,
    and whatever was re-delivered after a crash (re-delivered events are dropped by event id).
 
-Caught-up partitions do not hold the watermark back (else an empty partition would stall
-everything); once every partition is caught up the watermark is the largest time seen minus
-the lateness, as in replay, and after ``idle`` the buffer is flushed, as replay does at the end
-of its file.
+Idle partitions (caught up, nothing new for a few seconds) do not hold the watermark back
+(else an empty partition would stall everything); once every partition is idle the buffer is
+flushed, as replay does at the end of its file.
 
 >>> from detectors import build
 >>> from detectors.testing import make_event
@@ -44,6 +43,7 @@ of its file.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections.abc import Iterable
 from typing import Any
@@ -168,44 +168,72 @@ def build_chunk(source: str, records: Iterable[tuple[bytes | None, int, int]], *
 
 
 class SourceWatermarks:
-    """Per source partition: the largest event time forwarded, and whether it is caught up.
+    """Per source partition: the largest event time forwarded, and since when it is idle.
 
-    >>> marks = SourceWatermarks()
-    >>> marks.update(Chunk(source="a:0", max_t=50.0, caught_up=False, expected=["a:0", "a:1"]))
-    >>> marks.low()  # a:1 has not reported: nothing may be released yet
+    A source is *idle* once it has been caught up (read to its end) with no new events for
+    ``idle_after`` seconds of processing time ``now`` (the worker's clock; this is stream
+    bookkeeping, as Flink's source idleness, never read by detection). Idle sources do not
+    hold the watermark back, else one empty partition would stall everything; a source with
+    events still arriving does, even when the consumer keeps up with it, so that a live stream
+    is released in the order replay would give.
+
+    >>> marks = SourceWatermarks(idle_after=2.0)
+    >>> marks.update(Chunk(source="a:0", max_t=50.0, caught_up=False, expected=["a:0", "a:1"]),
+    ...              now=0.0)
+    >>> marks.low(now=0.0)  # a:1 has not reported: nothing may be released yet
     -inf
-    >>> marks.update(Chunk(source="a:1", max_t=80.0, caught_up=False))
-    >>> marks.low()
+    >>> marks.update(Chunk(source="a:1", max_t=80.0, caught_up=False), now=0.0)
+    >>> marks.low(now=0.0)
     50.0
-    >>> marks.update(Chunk(source="a:0", max_t=60.0, caught_up=True))
-    >>> marks.low(), marks.all_caught_up()
-    (80.0, False)
+    >>> marks.update(Chunk(source="a:0", max_t=60.0, caught_up=True), now=1.0)
+    >>> marks.low(now=1.5), marks.low(now=3.0)  # a:0 holds back until idle for 2 s
+    (60.0, 80.0)
+    >>> marks.all_idle(now=3.0)
+    False
     """
 
-    def __init__(self) -> None:
+    def __init__(self, idle_after: float = 0.0) -> None:
+        self.idle_after = idle_after
         self.max_t: dict[str, float] = {}
         self.caught_up: dict[str, bool] = {}
+        self.quiet_since: dict[str, float] = {}  # caught up, no events since (processing time)
         self.expected: set[str] = set()
 
-    def update(self, chunk: Chunk) -> None:
+    def update(self, chunk: Chunk, now: float = 0.0) -> None:
+        source = chunk.source
         self.expected.update(chunk.expected)
-        self.expected.add(chunk.source)
+        self.expected.add(source)
         # a restarted ingest re-reads from its last commit: its max_t may go back; ours not
-        self.max_t[chunk.source] = max(self.max_t.get(chunk.source, float("-inf")), chunk.max_t)
-        self.caught_up[chunk.source] = chunk.caught_up
+        self.max_t[source] = max(self.max_t.get(source, float("-inf")), chunk.max_t)
+        self.caught_up[source] = chunk.caught_up
+        if not chunk.caught_up:
+            self.quiet_since.pop(source, None)
+        elif chunk.events or source not in self.quiet_since:
+            self.quiet_since[source] = now
+
+    def _idle(self, source: str, now: float) -> bool:
+        since = self.quiet_since.get(source)
+        return since is not None and now - since >= self.idle_after
 
     def all_caught_up(self) -> bool:
         return bool(self.expected) and all(self.caught_up.get(s, False) for s in self.expected)
 
-    def low(self) -> float:
-        """The event time every source has passed (caught-up sources do not hold it back)."""
+    def all_idle(self, now: float = 0.0) -> bool:
+        return bool(self.expected) and all(self._idle(s, now) for s in self.expected)
+
+    def low(self, now: float = 0.0) -> float:
+        """The event time every source that is not idle has passed."""
         if not self.expected:
             return float("-inf")
         behind = [self.max_t.get(s, float("-inf")) for s in self.expected
-                  if not self.caught_up.get(s, False)]
+                  if not self._idle(s, now)]
         if behind:
             return min(behind)
         return max(self.max_t.values(), default=float("-inf"))
+
+    def forget_idleness(self) -> None:
+        """After a restore: idleness is re-established from the sources' next reports."""
+        self.quiet_since.clear()
 
 
 class DetectionStage:
@@ -216,16 +244,17 @@ class DetectionStage:
     ``restore`` checkpoint everything, with the offset of the next sequenced message.
     """
 
-    def __init__(self, engine: Engine, *, lateness: float = 300.0) -> None:
+    def __init__(self, engine: Engine, *, lateness: float = 300.0,
+                 idle_after: float = 0.0) -> None:
         self.engine = engine
         self.buffer = ReorderBuffer(lateness)
-        self.watermarks = SourceWatermarks()
+        self.watermarks = SourceWatermarks(idle_after)
         self.released = 0
         self.received = 0
         self.dead_lettered = 0
         self.next_offset = 0
 
-    def feed(self, chunk: Chunk) -> list[tuple[Flag, int]]:
+    def feed(self, chunk: Chunk, now: float = 0.0) -> list[tuple[Flag, int]]:
         """Hold a chunk's events (late ones are processed at once: their flags are returned)."""
         self.received += len(chunk.events)
         self.dead_lettered += len(chunk.dead)
@@ -236,17 +265,23 @@ class DetectionStage:
                                     (event, kafka_ts))
             if late is not None:
                 flags.extend(self._process(late))
-        self.watermarks.update(chunk)
+        self.watermarks.update(chunk, now)
         return flags
 
-    def watermark(self, *, idle: bool = False) -> float:
-        if idle and self.watermarks.all_caught_up():
+    def watermark(self, *, now: float = 0.0, idle: bool = False) -> float:
+        """Up to where events may be released; everything once every source is idle (or
+        caught up, with ``idle``): the end of the input, as replay at the end of its file."""
+        marks = self.watermarks
+        if marks.all_idle(now) or (idle and marks.all_caught_up()):
             return float("inf")
-        return self.watermarks.low() - self.buffer.lateness
+        return marks.low(now) - self.buffer.lateness
 
-    def advance(self, *, idle: bool = False) -> list[tuple[Flag, int]]:
-        """Release held events up to the watermark; ``idle``: the input has gone quiet."""
-        return [flag for item in self.buffer.release(self.watermark(idle=idle))
+    def advance(self, *, now: float = 0.0, idle: bool = False,
+                limit: int | None = None) -> list[tuple[Flag, int]]:
+        """Release held events up to the watermark at processing time ``now`` (at most
+        ``limit`` of them: the caller keeps its batches short and calls again)."""
+        released = self.buffer.release(self.watermark(now=now, idle=idle))
+        return [flag for item in itertools.islice(released, limit)
                 for flag in self._process(item)]
 
     def _process(self, item: tuple[Event, int]) -> list[tuple[Flag, int]]:
@@ -275,6 +310,7 @@ class DetectionStage:
         self.engine.stats = saved["engine_stats"]
         self.buffer = saved["buffer"]
         self.watermarks = saved["watermarks"]
+        self.watermarks.forget_idleness()
         self.released = saved["released"]
         self.received = saved["received"]
         self.dead_lettered = saved["dead_lettered"]

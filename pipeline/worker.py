@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -54,6 +55,8 @@ __all__ = ["WorkerConfig", "run_worker"]
 log = logging.getLogger("abuse_pipeline.worker")
 
 SEQUENCED_MAX_BYTES = 8 * 1024 * 1024
+RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes and metrics fresh
+HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
 
 
 @dataclass
@@ -84,7 +87,16 @@ class WorkerConfig:
 
 
 def detector_fingerprint(engine: Engine) -> str:
-    text = "|".join(sorted(repr(d) for d in engine.detectors))
+    """The same for the same detectors and settings in any process (sets sorted)."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, set | frozenset):
+            return sorted(map(str, value))
+        return repr(value)
+
+    settings = {d.name: d._settings() if hasattr(d, "_settings") else repr(d)
+                for d in engine.detectors}
+    text = json.dumps(settings, sort_keys=True, default=canonical)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -97,7 +109,7 @@ class IngestStage:
         self.producer = producer
         self.metrics = metrics
         self.max_t: dict[Any, float] = {}
-        self.reported: dict[Any, tuple[float, bool]] = {}
+        self.reported: dict[Any, tuple[float, bool, float]] = {}  # max_t, caught_up, when
         self.end_offsets: dict[Any, int] = {}
         self.ends_checked = 0.0
         self.consumer = None
@@ -130,9 +142,12 @@ class IngestStage:
 
     async def step(self) -> int:
         """One batch: returns how many messages were read."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+
         consumer = self.consumer
         batch = await consumer.getmany(timeout_ms=200, max_records=self.config.max_records)
         assigned = consumer.assignment()
+        self.metrics.ingest_partitions.set(len(assigned))
         if not assigned:
             return 0
         started = time.perf_counter()
@@ -141,18 +156,23 @@ class IngestStage:
         sends, commits, read, lag = [], {}, 0, 0
         for tp in sorted(assigned):
             records = batch.get(tp, [])
-            position = records[-1].offset + 1 if records else await consumer.position(tp)
+            try:
+                position = records[-1].offset + 1 if records else await consumer.position(tp)
+            except IllegalStateError:  # revoked by a rebalance meanwhile: its new owner reads it
+                continue
             end = max(self.end_offsets.get(tp, 0), consumer.highwater(tp) or 0)
             caught_up = position >= end
             lag += max(0, end - position)
             max_t = self.max_t.get(tp, float("-inf"))
-            if not records and self.reported.get(tp) == (max_t, caught_up):
-                continue
+            last = self.reported.get(tp)
+            if not records and last and last[:2] == (max_t, caught_up) \
+                    and time.monotonic() - last[2] < HEARTBEAT_SECONDS:
+                continue  # nothing new to say (a heartbeat goes out every few seconds)
             source = source_name(tp.topic, tp.partition)
             chunks, self.max_t[tp] = build_chunks(
                 source, ((r.value, r.offset, r.timestamp) for r in records), max_t=max_t,
                 caught_up=caught_up, expected=expected)
-            self.reported[tp] = (self.max_t[tp], caught_up)
+            self.reported[tp] = (self.max_t[tp], caught_up, time.monotonic())
             raw = {r.offset: r for r in records} if any(c.dead for c in chunks) else {}
             for chunk in chunks:
                 sends.append(await self.producer.send(
@@ -166,7 +186,12 @@ class IngestStage:
         if sends:
             await asyncio.gather(*sends)  # acknowledged by the broker before the commit
         if commits:
-            await consumer.commit(commits)
+            try:
+                await consumer.commit(commits)
+            except (CommitFailedError, IllegalStateError) as error:
+                # a rebalance took partitions away: their new owner re-sends what we sent
+                # (detection drops the re-sent events by id)
+                log.warning("commit after a rebalance failed", extra={"error": str(error)})
         self.metrics.ingest_messages.inc(read)
         self.metrics.lag.labels("ingest").set(lag)
         if read:
@@ -198,8 +223,8 @@ class DetectStage:
         self.pending_sends: list[Any] = []
         self.pending_flags = 0
         self.last_flush = self.last_checkpoint = time.monotonic()
-        self.last_data = time.monotonic()
         self.consumer = None
+        self.fatal: Exception | None = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -213,7 +238,10 @@ class DetectStage:
 
             async def on_partitions_assigned(self, assigned):
                 if assigned:
-                    await owner.acquire(next(iter(assigned)))
+                    try:
+                        await owner.acquire(next(iter(assigned)))
+                    except Exception as error:  # raised again by step(): the worker stops
+                        owner.fatal = error
 
         self.consumer = AIOKafkaConsumer(
             group_id=f"{self.config.kafka.group_id}.detect", enable_auto_commit=False,
@@ -228,7 +256,8 @@ class DetectStage:
     async def acquire(self, tp) -> None:
         """The sequenced partition is ours: restore the checkpoint, open the sinks, seek."""
         async with self.lock:
-            stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness)
+            stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness,
+                                   idle_after=self.config.idle_flush)
             path = self.config.checkpoint_path
             if path.exists():
                 stage.restore(path.read_bytes(), self.config.fingerprint)
@@ -240,7 +269,6 @@ class DetectStage:
             self.sinks = await self._open_sinks()
             self.consumer.seek(tp, stage.next_offset)
             self.stage = stage
-            self.last_data = time.monotonic()
             self.metrics.detect_active.set(1)
 
     async def _open_sinks(self) -> list[BaseSink]:
@@ -279,7 +307,9 @@ class DetectStage:
             await self.consumer.stop()
 
     async def step(self) -> int:
-        batch = await self.consumer.getmany(timeout_ms=100, max_records=256)
+        batch = await self.consumer.getmany(timeout_ms=100, max_records=8)
+        if self.fatal is not None:
+            raise self.fatal
         async with self.lock:
             stage = self.stage
             if stage is None:
@@ -293,10 +323,9 @@ class DetectStage:
                     flags.extend(self._feed(stage, record))
                     stage.next_offset = record.offset + 1
                     events += 1
-            now = time.monotonic()
-            idle = now - self.last_data >= self.config.idle_flush
             before = stage.released
-            flags.extend(stage.advance(idle=idle))
+            flags.extend(stage.advance(now=time.time(), limit=RELEASE_PER_STEP))
+            now = time.monotonic()
             self._emit(flags)
             self._observe(stage, stage.released - before)
             if self.pending_flags >= 5_000 or now - self.last_flush >= self.config.flush_seconds:
@@ -323,12 +352,10 @@ class DetectStage:
                 self.dead_sink.add(letter)
             self.metrics.dead_letters.inc()
             return []
-        if chunk.events:
-            self.last_data = time.monotonic()
         if self.dead_sink is not None:
             for letter in chunk.dead:
                 self.dead_sink.add(letter)
-        return stage.feed(chunk)
+        return stage.feed(chunk, now=time.time())
 
     def _emit(self, flags: list) -> None:
         if not flags:

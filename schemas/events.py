@@ -102,6 +102,8 @@ def decode_event(raw: bytes | str) -> tuple[Event | None, str | None]:
         return None, str(error)
     except msgspec.DecodeError as error:
         return None, f"not valid JSON: {error}"
+    except UnicodeDecodeError as error:  # msgspec raises it for bad bytes inside a string
+        return None, f"not valid UTF-8: {error}"
 
 
 def encode_event(event: Event) -> bytes:

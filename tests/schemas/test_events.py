@@ -43,6 +43,7 @@ def test_any_offset_is_accepted_and_normalised():
         (b"{not json", "not valid JSON"),
         (b"", "not valid JSON"),
         (b"\xff\xfe{}", "not valid JSON"),
+        (b'{"type": "usage", "account_id": "a1\xff\xfe"}', "not valid UTF-8"),
         (b"[1, 2]", "Expected `object`, got `array`"),
         (encoded("usage", type="teleport"), "Invalid value 'teleport' - at `$.type`"),
         (json.dumps({**BASE, "feature": "x", "units": 1}).encode(),

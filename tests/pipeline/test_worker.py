@@ -1,0 +1,317 @@
+"""The streaming worker against a real Apache Kafka broker: the flags of replay, exactly.
+
+Each test uses its own topic prefix, consumer group, ClickHouse (chdb) file and state
+directory, runs ``abuse-pipeline worker`` as real processes, and reads the results back from
+ClickHouse and the ``abuse.flags`` / ``events.deadletter`` topics.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.kafka_settings import KafkaSettings
+from pipeline.produce import produce_file
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- helpers --------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Run:
+    """One isolated deployment: topics, group, ClickHouse file, state dir."""
+
+    def __init__(self, bootstrap: str, tmp_path: Path) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.prefix = f"wt-{tag}."
+        self.group = f"wt-{tag}"
+        self.tmp = tmp_path
+        self.dsn = f"chdb://{tmp_path / 'flags.chdb'}"
+        self.state = tmp_path / "state"
+        self.workers: list[tuple[subprocess.Popen, int]] = []
+
+    @property
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap=self.bootstrap, topic_prefix=self.prefix,
+                             group_id=self.group)
+
+    def start_worker(self, *extra: str) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker", "--bootstrap", self.bootstrap,
+             "--clickhouse", self.dsn, "--group-id", self.group, "--topic-prefix", self.prefix,
+             "--state-dir", str(self.state), "--metrics-port", str(port),
+             "--idle-flush", "1", *extra],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append((process, port))
+        return process, port
+
+    def stop_all(self) -> None:
+        running = [(process, port) for process, port in self.workers if process.poll() is None]
+        for process, _ in running:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in running:
+            try:
+                assert process.wait(timeout=60) == 0, f"worker exit {process.returncode}"
+            finally:
+                if process.poll() is None:
+                    process.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:]
+                         for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+def metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+def wait_caught_up(run: Run, expected: int, *, timeout: float = 180.0) -> dict[str, float]:
+    """Until the worker that owns detection has every message and holds nothing back."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        for process, port in run.workers:
+            if process.poll() is not None:
+                continue
+            try:
+                seen = metrics(port)
+            except OSError:
+                continue
+            done = seen.get("abuse_detect_received_events", 0) + seen.get(
+                "abuse_detect_dead_letters", 0)
+            if seen.get("abuse_detect_active") == 1 and seen.get("abuse_caught_up") == 1 \
+                    and done >= expected:
+                time.sleep(1.5)  # one more flush/checkpoint round
+                return seen
+        time.sleep(0.2)
+    raise AssertionError(f"worker not caught up in {timeout} s: {seen}\n{run.logs()}")
+
+
+def wait_until(condition, run: Run, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting\n{run.logs()}")
+
+
+def clickhouse_rows(dsn: str, query: str) -> list[tuple]:
+    script = ("import json, sys, clickhouse_connect; "
+              "c = clickhouse_connect.get_client(dsn=sys.argv[1]); "
+              "print(json.dumps(c.query(sys.argv[2]).result_rows, default=str)); c.close()")
+    out = subprocess.run([sys.executable, "-c", script, dsn, query], capture_output=True,
+                         text=True, timeout=120, check=True)
+    return [tuple(row) for row in json.loads(out.stdout)]
+
+
+def read_topic(bootstrap: str, topic: str, *, expected: int, timeout: float = 30.0) -> list:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        received, deadline = [], time.monotonic() + timeout
+        while len(received) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                received.extend(batch)
+        for _ in range(3):  # and nothing more
+            for batch in consumer.poll(timeout_ms=300).values():
+                received.extend(batch)
+        return received
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory):
+    """Generated events and the flag ids replay gives for them."""
+    folder = tmp_path_factory.mktemp("traffic")
+    events, flags = folder / "events.jsonl", folder / "flags.jsonl"
+    assert main(["generate", "--accounts", "1500", "--days", "4", "--seed", "11",
+                 "--output", str(events)]) == 0
+    assert main(["replay", "--input", str(events), "--output", str(flags),
+                 "--no-progress"]) == 0
+    ids = {json.loads(line)["flag_id"] for line in flags.read_text().splitlines()}
+    lines = sum(1 for line in events.read_text().splitlines() if line.strip())
+    assert len(ids) > 50  # every detector fires on this traffic
+    return events, ids, lines
+
+
+def flag_ids_in_clickhouse(run: Run) -> set[str]:
+    return {row[0] for row in clickhouse_rows(run.dsn, "SELECT flag_id FROM abuse.flags FINAL")}
+
+
+def assert_no_duplicates_in_final(run: Run) -> None:
+    assert clickhouse_rows(
+        run.dsn, "SELECT count() = uniqExact(flag_id) FROM abuse.flags FINAL") == [(1,)]
+
+
+# -- the tests ------------------------------------------------------------------------------
+def test_one_worker_gives_the_flags_of_replay(kafka_bootstrap, tmp_path, traffic):
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    run.start_worker()
+    try:
+        seen = wait_caught_up(run, lines)
+    finally:
+        run.stop_all()
+    assert seen["abuse_detect_received_events"] == lines
+    assert seen["abuse_late_events"] == 0
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+    on_topic = read_topic(kafka_bootstrap, f"{run.prefix}abuse.flags", expected=len(replay_ids))
+    assert {json.loads(m.value)["flag_id"] for m in on_topic} == replay_ids
+    assert all(m.key.decode() == json.loads(m.value)["account_id"] for m in on_topic)
+
+
+def test_two_workers_over_six_partitions_give_the_flags_of_replay(kafka_bootstrap, tmp_path,
+                                                                  traffic):
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    # Both workers join first, then the traffic arrives while they run. The generated traffic
+    # is 4 days played in seconds, so the producer's batching skew between partitions is
+    # worth many minutes of event time: a partition counts as idle (not holding the watermark
+    # back) only after 10 s without new events, longer than the whole produce takes.
+    run.start_worker("--idle-flush", "10")
+    run.start_worker("--idle-flush", "10")
+    try:
+        wait_until(lambda: all(metrics(port).get("abuse_ingest_assigned_partitions", 0) > 0
+                               for _, port in run.workers), run)  # the group split the work
+        produce_file(str(events), run.settings, partitions=6, progress=False)  # while running
+        seen = wait_caught_up(run, lines)
+        ingested = [metrics(port)["abuse_ingest_messages_total"] for _, port in run.workers]
+    finally:
+        run.stop_all()
+    assert seen["abuse_late_events"] == 0
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+    assert sum(ingested) >= lines
+    assert all(count > 0 for count in ingested), f"one worker ingested nothing: {ingested}"
+
+
+def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
+        kafka_bootstrap, tmp_path, traffic):
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    process, port = run.start_worker("--checkpoint-seconds", "0.2")
+    processed, deadline = 0.0, time.monotonic() + 120
+    while processed < lines * 0.3 and time.monotonic() < deadline:
+        try:
+            processed = metrics(port).get("abuse_events_processed_total", 0.0)
+        except OSError:
+            pass
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed} of {lines}"
+
+    run.start_worker()
+    try:
+        wait_caught_up(run, lines)
+    finally:
+        run.stop_all()
+    assert "detection resumed from checkpoint" in run.logs()
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+
+
+def test_malformed_messages_are_dead_lettered_with_reasons_and_the_worker_goes_on(
+        kafka_bootstrap, tmp_path):
+    from kafka import KafkaProducer
+
+    from detectors.testing import make_event
+    from schemas import encode_event
+
+    run = Run(kafka_bootstrap, tmp_path)
+    from pipeline.worker import WorkerConfig, ensure_worker_topics
+
+    ensure_worker_topics(WorkerConfig(kafka=run.settings, engine_factory=lambda: None,
+                                      fingerprint=""))
+    # a brute force on one account, with the malformed messages in the middle of it
+    good = [encode_event(make_event("login", account_id="a0", t=60.0 * i, success=False,
+                                    event_id=f"e{i}")) for i in range(40)]
+    valid_ts = '"ts": "2026-11-01T08:00:00.000Z"'
+    bad = {
+        b"{broken": "not valid JSON",
+        b'{"type": "login", "event_id": "x1", ' + valid_ts.encode() + b"}": "missing",
+        (b'{"type": "login", "event_id": "x2", "account_id": "a1", ' + valid_ts.encode()
+         + b', "ip": "1.2.3.4", "device_id": "d", "success": "yes"}'): "Expected `bool`",
+        (b'{"type": "teleport", "event_id": "x3", "account_id": "a1", '
+         + valid_ts.encode() + b"}"): "teleport",
+        (b'{"type": "usage", "event_id": "x4", "account_id": "a1", '
+         b'"ts": "2026-11-01T08:00:00", "feature": "f", "units": 1}'): "",
+        b'{"type": "usage", "account_id": "a1\xff\xfe"}': "",
+        None: "null value",
+    }
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    topic = f"{run.prefix}events.login"
+    for i, value in enumerate(good):
+        producer.send(topic, key=b"a0", value=value)
+        if i == 20:
+            for raw in bad:
+                producer.send(topic, key=b"a1", value=raw)
+    producer.flush()
+    producer.close()
+    produced = len(good) + len(bad)
+
+    run.start_worker()
+    try:
+        seen = wait_caught_up(run, produced)
+    finally:
+        run.stop_all()
+    assert seen["abuse_detect_received_events"] == len(good)
+    assert seen["abuse_detect_dead_letters"] == len(bad)
+    assert seen["abuse_detect_received_events"] + seen["abuse_detect_dead_letters"] == produced
+
+    letters = read_topic(kafka_bootstrap, f"{run.prefix}events.deadletter", expected=len(bad))
+    assert len(letters) == len(bad)
+    assert {m.value for m in letters} == set(bad)  # the raw bytes, unchanged
+    for message in letters:
+        headers = dict(message.headers)
+        assert headers["source"].decode().startswith(f"{topic}:")
+        assert headers["source"].decode().rsplit(":", 1)[1].isdigit()  # the offset
+        reason = headers["reason"].decode()
+        assert reason and bad[message.value] in reason
+    rows = clickhouse_rows(run.dsn, "SELECT source, reason FROM abuse.dead_letters")
+    assert len(rows) == len(bad)
+    assert all(source.startswith(f"{topic}:") and reason for source, reason in rows)
+    # the valid events around the bad ones were processed: one account's brute force flagged
+    assert clickhouse_rows(run.dsn, "SELECT count() > 0 FROM abuse.flags FINAL") == [(1,)]
