@@ -106,6 +106,18 @@ class AccountState(SlotState):
         self.n_gaps = 0
         self.last_t: float | None = None
 
+    def __getstate__(self) -> dict:
+        # proba.Beta carries a random.Random (2.5 kB pickled) for sampling, which is never
+        # used here: checkpoint its two parameters instead
+        state = super().__getstate__()
+        state["failure_rate"] = (self.failure_rate.alpha, self.failure_rate.beta)
+        return state
+
+    def __setstate__(self, values: dict) -> None:
+        super().__setstate__(values)
+        alpha, beta = values["failure_rate"]
+        self.failure_rate = proba.Beta(alpha, beta)
+
 
 
 class LoginFrequency(DetectorBase):

@@ -259,6 +259,11 @@ class Engine:
         old = [a for a, p in state.profiles.items() if p.last_t < now - self.profile_ttl]
         for account in old:
             del state.profiles[account]
+        since = now - self.dedupe_window  # ids older than the window cannot be re-delivered
+        for profile in state.profiles.values():
+            ids = profile.recent_ids
+            if ids and next(iter(ids.values())) < since:
+                profile.recent_ids = {k: v for k, v in ids.items() if v >= since}
         ended = [k for k, e in state.episodes.items() if e[0] < now - self.episode_gap]
         for key in ended:
             del state.episodes[key]

@@ -50,6 +50,11 @@ class ReorderBuffer:
         return len(self._heap)
 
     @property
+    def oldest_t(self) -> float:
+        """The time of the next item to release (``inf`` when empty)."""
+        return self._heap[0][0] if self._heap else float("inf")
+
+    @property
     def watermark(self) -> float:
         return self.max_t - self.lateness
 

@@ -276,6 +276,10 @@ class DetectionStage:
             return float("inf")
         return marks.low(now) - self.buffer.lateness
 
+    def releasable(self, *, now: float = 0.0) -> bool:
+        """Whether :meth:`advance` would release something now."""
+        return self.buffer.oldest_t <= self.watermark(now=now)
+
     def advance(self, *, now: float = 0.0, idle: bool = False,
                 limit: int | None = None) -> list[tuple[Flag, int]]:
         """Release held events up to the watermark at processing time ``now`` (at most

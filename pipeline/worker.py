@@ -55,6 +55,7 @@ __all__ = ["WorkerConfig", "run_worker"]
 log = logging.getLogger("abuse_pipeline.worker")
 
 SEQUENCED_MAX_BYTES = 8 * 1024 * 1024
+MAX_BUFFERED = 50_000  # events held for the watermark before detection stops reading
 RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes and metrics fresh
 HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
 
@@ -307,7 +308,15 @@ class DetectStage:
             await self.consumer.stop()
 
     async def step(self) -> int:
-        batch = await self.consumer.getmany(timeout_ms=100, max_records=8)
+        stage = self.stage
+        if stage is not None and len(stage.buffer) >= MAX_BUFFERED \
+                and stage.releasable(now=time.time()):
+            # backpressure: work off what is held before reading more (the rest waits in
+            # Kafka, not in memory); more is read when nothing held can be released
+            batch = {}
+            await asyncio.sleep(0)
+        else:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=8)
         if self.fatal is not None:
             raise self.fatal
         async with self.lock:
