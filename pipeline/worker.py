@@ -58,6 +58,7 @@ SEQUENCED_MAX_BYTES = 8 * 1024 * 1024
 MAX_BUFFERED = 50_000  # events held for the watermark before detection stops reading
 RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes and metrics fresh
 HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
+PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
 
 
 @dataclass
@@ -225,6 +226,8 @@ class DetectStage:
         self.pending_flags = 0
         self.last_flush = self.last_checkpoint = time.monotonic()
         self.consumer = None
+        self.admin = None
+        self.purged_at = time.monotonic()
         self.fatal: Exception | None = None
 
     async def start(self) -> None:
@@ -253,6 +256,10 @@ class DetectStage:
             **self.config.kafka.aiokafka_kwargs())
         self.consumer.subscribe([self.config.sequenced_topic], listener=Listener())
         await self.consumer.start()
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        self.admin = AIOKafkaAdminClient(**self.config.kafka.aiokafka_kwargs())
+        await self.admin.start()
 
     async def acquire(self, tp) -> None:
         """The sequenced partition is ours: restore the checkpoint, open the sinks, seek."""
@@ -266,6 +273,12 @@ class DetectStage:
                     "checkpoint": str(path), "offset": stage.next_offset,
                     "events": stage.received, "buffered": len(stage.buffer)})
             else:
+                start = (await self.consumer.beginning_offsets([tp]))[tp]
+                if start > 0:  # never start afresh on a trimmed history: say what is wrong
+                    raise RuntimeError(
+                        f"no checkpoint at {path}, but {tp.topic} starts at offset {start} "
+                        "(trimmed after another worker's checkpoint, or by retention): give "
+                        "this worker the --state-dir the group's other workers use")
                 log.info("detection starts afresh", extra={"checkpoint": str(path)})
             self.sinks = await self._open_sinks()
             self.consumer.seek(tp, stage.next_offset)
@@ -306,6 +319,8 @@ class DetectStage:
         if self.consumer is not None:
             await self.release()
             await self.consumer.stop()
+        if self.admin is not None:
+            await self.admin.close()
 
     async def step(self) -> int:
         stage = self.stage
@@ -423,9 +438,22 @@ class DetectStage:
         self.last_checkpoint = time.monotonic()
         from aiokafka import TopicPartition
 
+        partition = TopicPartition(self.config.sequenced_topic, 0)
         with contextlib.suppress(Exception):  # for lag dashboards; the checkpoint is the truth
-            await self.consumer.commit(
-                {TopicPartition(self.config.sequenced_topic, 0): stage.next_offset})
+            await self.consumer.commit({partition: stage.next_offset})
+        if time.monotonic() - self.purged_at >= PURGE_SECONDS:
+            await self._purge(partition, stage.next_offset)
+
+    async def _purge(self, partition, offset: int) -> None:
+        """Delete what the checkpoint covers from the internal topic, as Kafka Streams purges
+        its repartition topics: it is never read again."""
+        from aiokafka.admin import RecordsToDelete
+
+        self.purged_at = time.monotonic()
+        try:
+            await self.admin.delete_records({partition: RecordsToDelete(before_offset=offset)})
+        except Exception as error:  # the topic keeps growing until retention: say so, go on
+            log.warning("could not purge the sequenced topic", extra={"error": repr(error)})
 
 
 # -- wiring ---------------------------------------------------------------------------------

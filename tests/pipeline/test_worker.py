@@ -314,3 +314,38 @@ def test_malformed_messages_are_dead_lettered_with_reasons_and_the_worker_goes_o
     assert all(source.startswith(f"{topic}:") and reason for source, reason in rows)
     # the valid events around the bad ones were processed: one account's brute force flagged
     assert clickhouse_rows(run.dsn, "SELECT count() > 0 FROM abuse.flags FINAL") == [(1,)]
+
+
+def test_a_worker_without_the_checkpoint_refuses_a_trimmed_history(kafka_bootstrap, tmp_path):
+    """Detection never starts afresh on a sequenced topic whose start was purged: that would
+    silently forget the events before it."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from kafka import KafkaProducer
+
+    from pipeline.worker import WorkerConfig, ensure_worker_topics
+
+    run = Run(kafka_bootstrap, tmp_path)
+    config = WorkerConfig(kafka=run.settings, engine_factory=lambda: None, fingerprint="")
+    ensure_worker_topics(config)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for _ in range(3):
+        producer.send(config.sequenced_topic, b"x", partition=0)
+    producer.flush()
+    producer.close()
+
+    async def trim() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records(
+                {TopicPartition(config.sequenced_topic, 0): RecordsToDelete(before_offset=2)})
+        finally:
+            await admin.close()
+
+    asyncio.run(trim())
+    process, _ = run.start_worker()
+    assert process.wait(timeout=60) == 1
+    assert "no checkpoint at" in run.logs() and "starts at offset 2" in run.logs()
