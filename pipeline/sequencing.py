@@ -132,7 +132,9 @@ def build_chunks(
     """Validate one source partition's ``(value, offset, kafka_ts)`` records into chunks.
 
     Returns the chunks (the last one carries the watermark) and the new ``max_t``. Invalid
-    records become dead letters naming ``topic:partition:offset`` and the reason.
+    records become dead letters naming ``topic:partition:offset`` and the reason. A chunk
+    holds at most ``CHUNK_BYTES`` of event bodies and dead letters (one larger record goes
+    alone), so a batch of any size, valid or not, makes messages the broker accepts.
     """
     received_at = received_at or utc_now()
     chunks: list[Chunk] = []
@@ -144,18 +146,23 @@ def build_chunks(
         event, reason = (None, "empty message (null value)") if value is None else \
             decode_event(value)
         if event is None:
-            dead.append(DeadLetter(source=f"{source}:{offset}", reason=reason or "invalid",
-                                   raw=(value or b"").decode("utf-8", "backslashreplace"),
-                                   received_at=received_at))
+            letter = DeadLetter(source=f"{source}:{offset}", reason=reason or "invalid",
+                                raw=(value or b"").decode("utf-8", "backslashreplace"),
+                                received_at=received_at)
+            item = len(letter.raw.encode()) + len(letter.reason.encode()) + 128
+        else:
+            item = len(value)
+        if size and size + item > CHUNK_BYTES:
+            chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
+                                events=events, kafka_ts=kafka_ts, dead=dead))
+            events, kafka_ts, dead, size = [], [], [], 0
+        size += item
+        if event is None:
+            dead.append(letter)
             continue
         max_t = max(max_t, event.ts.timestamp())
         events.append(value)
         kafka_ts.append(ts)
-        size += len(value)
-        if size >= CHUNK_BYTES:
-            chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
-                                events=events, kafka_ts=kafka_ts, dead=dead))
-            events, kafka_ts, dead, size = [], [], [], 0
     chunks.append(Chunk(source=source, max_t=max_t, caught_up=caught_up, expected=expected,
                         events=events, kafka_ts=kafka_ts, dead=dead))
     return chunks, max_t
