@@ -14,7 +14,14 @@ shared by a trial ring, an IP stuffing many accounts). So the worker runs two st
    partition*, into the same :class:`~pipeline.engine.Engine` as offline replay. Because the
    release order depends only on the events, the flags (and their ids) are the ones replay
    gives for the same events, however they were partitioned, whichever worker ingested them,
-   and whatever was re-delivered after a crash (re-delivered events are dropped by event id).
+   and whatever was re-delivered after a crash.
+
+Re-deliveries are dropped by their position in the source, as a Kafka consumer does: each
+chunk carries the source offset of every event and dead letter, and detection keeps, per
+source partition, the highest offset it has accepted (checkpointed). Event ids cannot do this
+alone: the engine remembers them for a day of event time, and a caught-up partition may be
+re-sent after detection has moved further on than that. (The engine still drops events
+repeated *in the data* by id, as replay does.)
 
 Idle partitions (caught up, nothing new for a few seconds) do not hold the watermark back
 (else an empty partition would stall everything); once every partition is idle the buffer is
@@ -30,9 +37,11 @@ flushed, as replay does at the end of its file.
 ...           for i in range(12)]
 >>> chunk = decode_chunk(encode_chunk(Chunk(source="events.login:0", max_t=110.0,
 ...     caught_up=False, expected=["events.login:0"],
-...     events=[encode_event(e) for e in events], kafka_ts=[0] * 12)))
+...     events=[encode_event(e) for e in events], kafka_ts=[0] * 12, offsets=list(range(12)))))
 >>> stage.feed(chunk)
 []
+>>> stage.feed(chunk), stage.redelivered  # re-sent: offsets 0-11 of events.login:0 were seen
+([], 12)
 >>> [f.account_id for f, _ in stage.advance()]  # released up to 110 - 60 s: 9 failures so far
 []
 >>> stage.feed(Chunk(source="events.login:0", max_t=110.0, caught_up=True))
@@ -66,7 +75,8 @@ __all__ = [
     "source_name",
 ]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: per-source offset high-water marks
+_RESTORABLE = {1, CHECKPOINT_VERSION}  # a version-1 checkpoint restores with no marks yet
 CHUNK_BYTES = 512 * 1024  # a chunk message stays well under Kafka's 1 MB default
 
 
@@ -74,7 +84,9 @@ class Chunk(msgspec.Struct, kw_only=True, array_like=True):
     """One source partition's batch on the sequenced topic.
 
     On the wire ``events`` are the original JSON bodies (bytes); :func:`decode_chunk` turns
-    them back into :class:`~schemas.events.Event` objects.
+    them back into :class:`~schemas.events.Event` objects. The wire format grows by fields
+    with defaults at the end: an older reader ignores them, and a chunk from an older writer
+    has no offsets (it is not de-duplicated by offset).
     """
 
     source: str  # "topic:partition"
@@ -84,6 +96,8 @@ class Chunk(msgspec.Struct, kw_only=True, array_like=True):
     events: list[Any] = []
     kafka_ts: list[int] = []  # Kafka timestamp (ms) of each event's message: for latency
     dead: list[DeadLetter] = []
+    offsets: list[int] = []  # source offset of each event (empty: from an older ingest)
+    dead_offsets: list[int] = []  # source offset of each dead letter
 
 
 class _Frame(Chunk, kw_only=True, array_like=True):
@@ -103,17 +117,35 @@ def decode_chunk(raw: bytes) -> Chunk:
     """Decode a sequenced message; an event that fails validation becomes a dead letter
     (the ingest stage validated it, so only a bug or a foreign writer gets it here)."""
     frame = _decoder.decode(raw)
-    events, kafka_ts, dead = [], [], list(frame.dead)
-    for body, ts in zip(frame.events, frame.kafka_ts, strict=True):
+    _check_offsets(frame)
+    events, kafka_ts, offsets = [], [], []
+    dead, dead_offsets = list(frame.dead), list(frame.dead_offsets)
+    positions = frame.offsets or [None] * len(frame.events)
+    for body, ts, offset in zip(frame.events, frame.kafka_ts, positions, strict=True):
         event, reason = decode_event(body)
         if event is None:
             dead.append(DeadLetter(source=f"{frame.source}:sequenced", reason=reason or "invalid",
                                    raw=body.decode("utf-8", "backslashreplace"),
                                    received_at=utc_now()))
+            if offset is not None:
+                dead_offsets.append(offset)
             continue
         events.append(event)
         kafka_ts.append(ts)
-    return msgspec.structs.replace(frame, events=events, kafka_ts=kafka_ts, dead=dead)
+        if offset is not None:
+            offsets.append(offset)
+    return msgspec.structs.replace(frame, events=events, kafka_ts=kafka_ts, dead=dead,
+                                   offsets=offsets, dead_offsets=dead_offsets)
+
+
+def _check_offsets(frame: _Frame) -> None:
+    """Offsets are all there or (from an older ingest) not at all: half would mislead."""
+    if not frame.offsets and not frame.dead_offsets:
+        return
+    if len(frame.offsets) != len(frame.events) or len(frame.dead_offsets) != len(frame.dead):
+        raise ValueError(
+            f"chunk from {frame.source}: {len(frame.offsets)} offsets for {len(frame.events)} "
+            f"events and {len(frame.dead_offsets)} for {len(frame.dead)} dead letters")
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -132,7 +164,8 @@ def build_chunks(
     """Validate one source partition's ``(value, offset, kafka_ts)`` records into chunks.
 
     Returns the chunks (the last one carries the watermark) and the new ``max_t``. Invalid
-    records become dead letters naming ``topic:partition:offset`` and the reason. A chunk
+    records become dead letters naming ``topic:partition:offset`` and the reason. Every event
+    and dead letter carries its offset, by which detection drops re-deliveries. A chunk
     holds at most ``CHUNK_BYTES`` of event bodies and dead letters (one larger record goes
     alone), so a batch of any size, valid or not, makes messages the broker accepts.
     """
@@ -140,7 +173,9 @@ def build_chunks(
     chunks: list[Chunk] = []
     events: list[bytes] = []
     kafka_ts: list[int] = []
+    offsets: list[int] = []
     dead: list[DeadLetter] = []
+    dead_offsets: list[int] = []
     size = 0
     for value, offset, ts in records:
         event, reason = (None, "empty message (null value)") if value is None else \
@@ -154,17 +189,21 @@ def build_chunks(
             item = len(value)
         if size and size + item > CHUNK_BYTES:
             chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
-                                events=events, kafka_ts=kafka_ts, dead=dead))
-            events, kafka_ts, dead, size = [], [], [], 0
+                                events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
+                                dead_offsets=dead_offsets))
+            events, kafka_ts, dead, offsets, dead_offsets, size = [], [], [], [], [], 0
         size += item
         if event is None:
             dead.append(letter)
+            dead_offsets.append(offset)
             continue
         max_t = max(max_t, event.ts.timestamp())
         events.append(value)
         kafka_ts.append(ts)
+        offsets.append(offset)
     chunks.append(Chunk(source=source, max_t=max_t, caught_up=caught_up, expected=expected,
-                        events=events, kafka_ts=kafka_ts, dead=dead))
+                        events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
+                        dead_offsets=dead_offsets))
     return chunks, max_t
 
 
@@ -246,7 +285,8 @@ class SourceWatermarks:
 class DetectionStage:
     """Sequence chunks by event time and run them through ``engine`` (see the module doc).
 
-    ``feed`` takes chunks, ``advance`` releases what the watermark allows and returns the
+    ``feed`` takes chunks (``accept`` drops what was already accepted from their source,
+    ``hold`` holds the rest), ``advance`` releases what the watermark allows and returns the
     flags with the Kafka timestamp (ms) of the event that raised each. ``snapshot`` /
     ``restore`` checkpoint everything, with the offset of the next sequenced message.
     """
@@ -257,13 +297,44 @@ class DetectionStage:
         self.buffer = ReorderBuffer(lateness)
         self.watermarks = SourceWatermarks(idle_after)
         self.released = 0
-        self.received = 0
+        self.received = 0  # valid events received, re-deliveries included
+        self.redelivered = 0  # events dropped by source offset
         self.dead_lettered = 0
         self.next_offset = 0
+        self.source_offsets: dict[str, int] = {}  # per source: the highest offset accepted
+
+    @property
+    def duplicates(self) -> int:
+        """Events dropped as duplicates: re-sent by ingest, or repeated in the data."""
+        return self.redelivered + self.engine.stats.duplicates
 
     def feed(self, chunk: Chunk, now: float = 0.0) -> list[tuple[Flag, int]]:
-        """Hold a chunk's events (late ones are processed at once: their flags are returned)."""
+        """Hold a chunk's new events (late ones are processed at once: their flags are
+        returned)."""
+        return self.hold(self.accept(chunk), now)
+
+    def accept(self, chunk: Chunk) -> Chunk:
+        """The chunk without what was already accepted from its source: ingest re-sends from
+        its last commit after a crash or a rebalance, and an offset at or below the source's
+        high-water mark is such a re-send, however far back in event time."""
         self.received += len(chunk.events)
+        if not chunk.offsets and not chunk.dead_offsets:
+            return chunk  # from an older ingest (or empty): nothing to go by
+        mark = self.source_offsets.get(chunk.source, -1)
+        self.source_offsets[chunk.source] = max(mark, *chunk.offsets, *chunk.dead_offsets)
+        if min(chunk.offsets + chunk.dead_offsets) > mark:
+            return chunk  # the usual case: all new
+        kafka_ts = chunk.kafka_ts or [0] * len(chunk.events)
+        fresh = [n for n, offset in enumerate(chunk.offsets) if offset > mark]
+        dead = [n for n, offset in enumerate(chunk.dead_offsets) if offset > mark]
+        self.redelivered += len(chunk.events) - len(fresh)
+        return msgspec.structs.replace(
+            chunk, events=[chunk.events[n] for n in fresh], kafka_ts=[kafka_ts[n] for n in fresh],
+            offsets=[chunk.offsets[n] for n in fresh], dead=[chunk.dead[n] for n in dead],
+            dead_offsets=[chunk.dead_offsets[n] for n in dead])
+
+    def hold(self, chunk: Chunk, now: float = 0.0) -> list[tuple[Flag, int]]:
+        """Hold an accepted chunk's events and take its watermark."""
         self.dead_lettered += len(chunk.dead)
         flags: list[tuple[Flag, int]] = []
         for event, kafka_ts in zip(chunk.events, chunk.kafka_ts or [0] * len(chunk.events),
@@ -307,12 +378,13 @@ class DetectionStage:
             "engine_state": self.engine.state, "engine_stats": self.engine.stats,
             "buffer": self.buffer, "watermarks": self.watermarks, "released": self.released,
             "received": self.received, "dead_lettered": self.dead_lettered,
-            "next_offset": self.next_offset,
+            "next_offset": self.next_offset, "source_offsets": self.source_offsets,
+            "redelivered": self.redelivered,
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes, fingerprint: str) -> None:
         saved = pickle.loads(blob)  # our own checkpoint file, from our state dir
-        if saved.get("version") != CHECKPOINT_VERSION or saved.get("fingerprint") != fingerprint:
+        if saved.get("version") not in _RESTORABLE or saved.get("fingerprint") != fingerprint:
             raise ValueError(
                 "the checkpoint was written by another version or detector configuration "
                 f"({saved.get('fingerprint')!r}, now {fingerprint!r}); restore the old "
@@ -326,3 +398,7 @@ class DetectionStage:
         self.received = saved["received"]
         self.dead_lettered = saved["dead_lettered"]
         self.next_offset = saved["next_offset"]
+        # version 1 had no marks: each source's next chunk sets one (until then re-sends are
+        # dropped by event id only, as version 1 did)
+        self.source_offsets = saved.get("source_offsets", {})
+        self.redelivered = saved.get("redelivered", 0)

@@ -6,7 +6,7 @@ Two stages run in every worker process (see :mod:`pipeline.sequencing` for why):
   invalid messages to ``events.deadletter`` (raw bytes; ``source`` = topic:partition:offset and
   ``reason`` in headers), forwards valid events in chunks to ``GROUP.sequenced`` (one
   partition), then commits the source offsets (at-least-once: a crash re-sends, detection
-  drops the re-sent events by id).
+  drops the re-sent events and dead letters by their source offsets).
 - **detect**, in consumer group ``GROUP.detect``: exactly one worker owns the sequenced
   partition at a time (the group moves it when that worker dies); it restores the checkpoint
   from ``--state-dir``, runs the engine, writes flags to ``abuse.flags`` (topic, key =
@@ -192,7 +192,7 @@ class IngestStage:
                 await consumer.commit(commits)
             except (CommitFailedError, IllegalStateError) as error:
                 # a rebalance took partitions away: their new owner re-sends what we sent
-                # (detection drops the re-sent events by id)
+                # (detection drops the re-sent records by source offset)
                 log.warning("commit after a rebalance failed", extra={"error": str(error)})
         self.metrics.ingest_messages.inc(read)
         self.metrics.lag.labels("ingest").set(lag)
@@ -376,10 +376,11 @@ class DetectStage:
                 self.dead_sink.add(letter)
             self.metrics.dead_letters.inc()
             return []
+        chunk = stage.accept(chunk)  # re-sent dead letters are not recorded twice either
         if self.dead_sink is not None:
             for letter in chunk.dead:
                 self.dead_sink.add(letter)
-        return stage.feed(chunk, now=time.time())
+        return stage.hold(chunk, now=time.time())
 
     def _emit(self, flags: list) -> None:
         if not flags:
@@ -400,7 +401,7 @@ class DetectStage:
         m = self.metrics
         m.events_processed.inc(released)
         m.buffered.set(len(stage.buffer))
-        m.duplicates.set(stage.engine.stats.duplicates)
+        m.duplicates.set(stage.duplicates)
         m.late.set(stage.buffer.late)
         m.watermark.set(max(0.0, stage.watermarks.low()))
         m.caught_up.set(int(stage.watermarks.all_caught_up() and not len(stage.buffer)))

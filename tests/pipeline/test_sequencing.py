@@ -203,61 +203,142 @@ def test_tiny_chunks_and_one_slow_partition_change_nothing(traffic):
 
 
 # -- 2. at-least-once: re-delivered chunks ---------------------------------------------------
-@pytest.mark.parametrize(("partitions", "seed"), [(1, 10), (6, 11), (6, 12)])
-def test_redelivered_chunks_give_the_same_flags_and_are_counted(traffic, partitions, seed):
+@pytest.mark.parametrize(("partitions", "seed", "span"), [
+    (1, 10, 2 * 3600.0), (6, 11, 2 * 3600.0), (6, 12, 2 * 3600.0), (1, 13, None), (6, 14, None),
+])
+def test_redelivered_chunks_give_the_same_flags_and_are_counted(traffic, partitions, seed,
+                                                                 span):
     # ingest crashes between forwarding a batch and committing it, and re-sends from its last
-    # commit at once; a batch spans at most two hours of event time (see the next test)
-    messages = sequence(traffic, partitions, seed, restarts=0.2, span=2 * 3600.0)
+    # commit at once (with ``span``, a batch spans at most two hours of event time; without,
+    # a re-send may go back further than the engine remembers event ids: see the next test)
+    messages = sequence(traffic, partitions, seed, restarts=0.2, span=span)
     stage = new_stage()
     flags = run(stage, messages)
     assert_replays_flags(traffic, flags)
     resent = stage.received - len(traffic.events)
     assert resent > 100  # the test did re-deliver
-    assert stage.released == stage.received
-    assert stage.engine.stats.duplicates == traffic.duplicates + resent
+    assert stage.redelivered == resent  # dropped by source offset, before the engine
+    assert stage.released == len(traffic.events) and stage.buffer.late == 0
+    assert stage.engine.stats.duplicates == traffic.duplicates  # the data's own, as replay
+    assert stage.duplicates == traffic.duplicates + resent
     assert stage.engine.stats.events == len(traffic.events) - traffic.duplicates
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a re-delivered event more than the engine's dedupe window (24 h of event time) behind "
-    "the detection frontier is processed again: late re-deliveries are de-duplicated only by "
-    "the engine's event-id memory, which is swept by event time"))
+def records(events, start: int = 0) -> list[tuple[bytes, int, int]]:
+    """Source records ``(value, offset, kafka_ts)``, offsets from ``start``."""
+    return [(encode_event(e), start + n, 0) for n, e in enumerate(events)]
+
+
+def feed_records(stage: DetectionStage, source: str, batch, *, caught_up: bool,
+                 expected: list[str]) -> list:
+    """One ingest batch through build_chunks and the wire into ``stage``; its flags."""
+    flags = []
+    for c in build_chunks(source, batch, max_t=float("-inf"), caught_up=caught_up,
+                          expected=expected)[0]:
+        flags += stage.feed(decode_chunk(encode_chunk(c)))
+        flags += stage.advance()
+    return flags
+
+
+LOGIN_FAILS = [make_event("login", account_id="a1", t=60.0 * i, success=False,
+                          event_id=f"f{i}") for i in range(6)]
+BUSY = [make_event("usage", account_id="busy", t=600.0 * i, event_id=f"u{i}")
+        for i in range(240)]  # 40 hours of someone else's traffic
+LOGIN_AND_USAGE = ["events.login:0", "events.usage:0"]
+
+
 def test_a_partition_resent_after_detection_moved_a_day_on_is_not_detected_again():
-    """KNOWN BUG (see the xfail reason): a caught-up partition stops holding the watermark, so
-    detection may run a day or more ahead of it; if its ingest then re-sends its last batch
-    (a crash or rebalance between forwarding and committing: at-least-once), the re-sent
-    events are late and go straight to the engine, whose event-id memory has been swept by
-    event time (24 h): they are processed a second time. Here six failed logins, processed
-    twice, make a brute-force flag that replay never gives."""
-    fails = [make_event("login", account_id="a1", t=60.0 * i, success=False, event_id=f"f{i}")
-             for i in range(6)]
-    busy = [make_event("usage", account_id="busy", t=600.0 * i, event_id=f"u{i}")
-            for i in range(240)]  # 40 hours of someone else's traffic
-    replayed = [f for e in sorted(fails + busy, key=lambda e: e.ts) for f in
+    """A caught-up partition stops holding the watermark, so detection may run a day or more
+    ahead of it; if its ingest then re-sends its last batch (a crash or rebalance between
+    forwarding and committing: at-least-once), the re-sent events would be late, and the
+    engine's event-id memory is swept by event time (24 h): six failed logins, processed
+    twice, would make a brute-force flag that replay never gives. Their source offsets are
+    at or below what detection accepted from that partition: they are dropped, and counted."""
+    replayed = [f for e in sorted(LOGIN_FAILS + BUSY, key=lambda e: e.ts) for f in
                 new_engine().process(e)]
     assert replayed == []
-    expected = ["events.login:0", "events.usage:0"]
-
-    def records(events):
-        return [(encode_event(e), n, 0) for n, e in enumerate(events)]
-
     stage = new_stage()
     flags = []
-    login = records(fails)
-    usage = records(busy)
+    login = records(LOGIN_FAILS)
+    usage = records(BUSY)
     for source, batch, caught_up in [
             ("events.login:0", login, True),  # read to its end: idle, holds nothing back
             ("events.usage:0", usage[:230], False),  # detection runs 38 h ahead
             ("events.login:0", login, True),  # the restarted ingest re-sends from offset 0
             ("events.usage:0", usage[230:], True)]:
-        for c in build_chunks(source, batch, max_t=float("-inf"), caught_up=caught_up,
-                              expected=expected)[0]:
-            flags += stage.feed(decode_chunk(encode_chunk(c)))
-            flags += stage.advance()
+        flags += feed_records(stage, source, batch, caught_up=caught_up,
+                              expected=LOGIN_AND_USAGE)
     flags += stage.advance(idle=True)
-    assert stage.buffer.late == 6
     assert [f.reasons for f, _ in flags] == []  # replay's flags: none
-    assert stage.engine.stats.duplicates == 6
+    assert stage.redelivered == stage.duplicates == 6  # dropped before they could be late
+    assert stage.buffer.late == 0 and stage.engine.stats.duplicates == 0
+    assert stage.released == len(LOGIN_FAILS) + len(BUSY)
+    assert stage.source_offsets == {"events.login:0": 5, "events.usage:0": 239}
+
+
+def test_a_resend_after_a_checkpoint_and_restore_is_still_dropped():
+    stage = new_stage()
+    login = records(LOGIN_FAILS)
+    feed_records(stage, "events.login:0", login[:4], caught_up=False, expected=LOGIN_AND_USAGE)
+    feed_records(stage, "events.usage:0", records(BUSY), caught_up=True,
+                 expected=LOGIN_AND_USAGE)
+    feed_records(stage, "events.login:0", login[4:], caught_up=True, expected=LOGIN_AND_USAGE)
+    stage.advance(idle=True)
+    assert stage.released == len(LOGIN_FAILS) + len(BUSY) and stage.redelivered == 0
+    blob = stage.snapshot(FINGERPRINT)
+    # the detecting worker restarts from its checkpoint; then login's ingest re-sends from
+    # offset 0 (its last commit), 40 hours of event time behind detection
+    restored = new_stage()
+    restored.restore(blob, FINGERPRINT)
+    assert restored.source_offsets == stage.source_offsets
+    flags = feed_records(restored, "events.login:0", login, caught_up=True,
+                         expected=LOGIN_AND_USAGE)
+    flags += restored.advance(idle=True)
+    assert flags == []  # processed twice, the six failures would make a flag
+    assert restored.redelivered == 6 and restored.buffer.late == 0
+    assert restored.released == stage.released and restored.engine.stats.duplicates == 0
+    # a re-send that reaches past the mark: only what is new goes on
+    more = records([make_event("login", account_id="a1", t=150_000.0, event_id="f6")], 6)
+    feed_records(restored, "events.login:0", login[4:] + more, caught_up=True,
+                 expected=LOGIN_AND_USAGE)
+    restored.advance(idle=True)
+    assert restored.redelivered == 8 and restored.released == stage.released + 1
+    assert restored.source_offsets["events.login:0"] == 6
+
+
+def test_offsets_are_per_source_partition():
+    expected = ["events.login:0", "events.login:1"]
+    stage = new_stage()
+    a = [make_event("login", account_id="a1", t=float(t), event_id=f"a{t}") for t in range(3)]
+    b = [make_event("login", account_id="b1", t=float(t), event_id=f"b{t}") for t in range(3)]
+    feed_records(stage, "events.login:0", records(a), caught_up=False, expected=expected)
+    # the same offsets 0, 1, 2 on another partition are other records
+    feed_records(stage, "events.login:1", records(b), caught_up=False, expected=expected)
+    assert stage.redelivered == 0 and len(stage.buffer) == 6
+    assert stage.source_offsets == {"events.login:0": 2, "events.login:1": 2}
+    # a re-send of one partition does not hide the other's next record
+    later = [make_event("login", account_id="a1", t=10.0, event_id="a10")]
+    feed_records(stage, "events.login:1", records(b), caught_up=True, expected=expected)
+    feed_records(stage, "events.login:0", records(later, 3), caught_up=True, expected=expected)
+    stage.advance(idle=True)
+    assert stage.redelivered == 3 and stage.released == 7
+    assert stage.engine.stats.duplicates == 0
+
+
+def test_resent_dead_letters_are_recorded_once():
+    expected = ["events.usage:0"]
+    batch = [(b"not json", 0, 0), *records(events_at(1, 2), 1), (None, 3, 0)]
+    (first,), _ = build_chunks("events.usage:0", batch, max_t=float("-inf"), caught_up=True,
+                               expected=expected)
+    assert first.dead_offsets == [0, 3] and first.offsets == [1, 2]
+    stage = new_stage()
+    accepted = stage.accept(decode_chunk(encode_chunk(first)))
+    assert len(accepted.dead) == 2  # the worker writes these to the dead-letter sink
+    stage.hold(accepted)
+    again = stage.accept(decode_chunk(encode_chunk(first)))  # re-sent
+    assert again.dead == [] and again.events == [] and again.offsets == []
+    stage.hold(again)
+    assert stage.dead_lettered == 2 and stage.redelivered == 2 and stage.received == 4
 
 
 # -- 3. checkpoints ----------------------------------------------------------------------------
@@ -287,7 +368,8 @@ def test_crashes_after_checkpoints_resume_with_replays_flags(traffic, partitions
     last = run(stage, messages, start=stage.next_offset)
     assert_replays_flags(traffic, committed + last)  # nothing lost, nothing twice
     assert {f.flag_id for f in emitted} <= traffic.ids  # a repeat has the same id
-    assert stage.released == stage.received >= len(traffic.events)  # none lost in a restore
+    # none lost in a restore, none processed twice
+    assert stage.released == stage.received - stage.redelivered == len(traffic.events)
     assert stage.engine.stats.events == len(traffic.events) - traffic.duplicates
 
 
@@ -323,12 +405,32 @@ def test_restore_refuses_another_fingerprint_or_version_clearly():
     assert "detectors-v1" in message and "detectors-v2" in message
     assert "delete the state directory" in message
     assert len(fresh.buffer) == 0 and fresh.received == 0  # nothing half-restored
-    old = pickle.loads(blob)
-    old["version"] = CHECKPOINT_VERSION - 1
+    newer = pickle.loads(blob)
+    newer["version"] = CHECKPOINT_VERSION + 1
     with pytest.raises(ValueError, match="another version"):
-        fresh.restore(pickle.dumps(old), FINGERPRINT)
+        fresh.restore(pickle.dumps(newer), FINGERPRINT)
     fresh.restore(blob, FINGERPRINT)
     assert fresh.received == 1 and len(fresh.buffer) == 1
+
+
+def test_a_version_1_checkpoint_restores_without_offset_marks():
+    # an upgrade must not need a fresh start (the sequenced topic is trimmed to checkpoints)
+    stage = new_stage()
+    feed_records(stage, "events.login:0", records(LOGIN_FAILS[:3]), caught_up=False,
+                 expected=["events.login:0"])
+    saved = pickle.loads(stage.snapshot(FINGERPRINT))
+    del saved["source_offsets"], saved["redelivered"]
+    saved["version"] = 1
+    restored = new_stage()
+    restored.restore(pickle.dumps(saved), FINGERPRINT)
+    assert restored.source_offsets == {} and restored.redelivered == 0
+    assert len(restored.buffer) == 3
+    # the next chunk sets the mark; re-sends below it are dropped from then on
+    feed_records(restored, "events.login:0", records(LOGIN_FAILS[3:], 3), caught_up=False,
+                 expected=["events.login:0"])
+    feed_records(restored, "events.login:0", records(LOGIN_FAILS), caught_up=True,
+                 expected=["events.login:0"])
+    assert restored.source_offsets == {"events.login:0": 5} and restored.redelivered == 6
 
 
 # -- 4. watermarks -----------------------------------------------------------------------------
@@ -545,6 +647,9 @@ def test_invalid_records_become_dead_letters_naming_offset_and_reason():
     # valid ones pass, unchanged, in order and with their own Kafka timestamps
     assert [encode_event(e) for e in only.events] == valid
     assert only.kafka_ts == [7 * (1000 + 3 * n) for n in range(len(valid))]
+    # each with its source offset, by which detection drops re-deliveries
+    assert only.offsets == [1000 + 3 * n for n in range(len(valid))]
+    assert only.dead_offsets == sorted(kinds)
     assert max_t == only.max_t == datetime(2026, 11, 1, 0, 0, 50, tzinfo=UTC).timestamp()
     assert only.caught_up and only.source == "events.usage:3"
 
@@ -575,6 +680,7 @@ def test_a_large_batch_is_split_into_chunks_under_the_size_limit():
     assert [c.caught_up for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert [v for c in chunks for v in c.events] == bodies  # all, in order
     assert [t for c in chunks for t in c.kafka_ts] == list(range(2000))
+    assert [o for c in chunks for o in c.offsets] == list(range(2000))
     for c in chunks:
         assert 0 < sum(map(len, c.events)) <= CHUNK_BYTES
         assert len(encode_chunk(c)) < KAFKA_MAX_MESSAGE
@@ -593,6 +699,8 @@ def test_a_large_batch_of_invalid_records_is_split_too():
                              caught_up=True, expected=["events.usage:0"])
     assert sum(len(c.dead) for c in chunks) == 2999
     assert sum(len(c.events) for c in chunks) == 1
+    assert [o for c in chunks for o in c.dead_offsets] == [n for n in range(3000) if n != 1500]
+    assert [o for c in chunks for o in c.offsets] == [1500]
     assert chunks[-1].caught_up and not any(c.caught_up for c in chunks[:-1])
     for c in chunks:
         assert len(encode_chunk(c)) < KAFKA_MAX_MESSAGE
@@ -649,6 +757,7 @@ def test_the_wire_format_round_trips_events_and_dead_letters():
     assert decoded.expected == ["events.usage:0", "events.usage:1"]
     assert [encode_event(e) for e in decoded.events] == original.events
     assert decoded.kafka_ts == [1000, 1001, 1002]
+    assert decoded.offsets == [0, 1, 2] and decoded.dead_offsets == [9]
     assert decoded.dead == original.dead
     # an empty heartbeat with no max_t yet survives the trip too
     heartbeat = decode_chunk(encode_chunk(Chunk(source="s:0", max_t=float("-inf"),
@@ -656,3 +765,39 @@ def test_the_wire_format_round_trips_events_and_dead_letters():
     assert heartbeat.max_t == float("-inf") and heartbeat.events == []
     with pytest.raises(msgspec.DecodeError):
         decode_chunk(b"\xc1 not msgpack")  # the worker dead-letters such a message whole
+
+
+def test_an_event_invalid_at_detection_keeps_its_offset_as_a_dead_letter():
+    good = encode_event(make_event("login", account_id="a9", t=5.0, event_id="ok1"))
+    raw = encode_chunk(Chunk(source="events.login:2", max_t=5.0, caught_up=False,
+                             events=[good, b"{}"], kafka_ts=[1, 2], offsets=[40, 41]))
+    decoded = decode_chunk(raw)
+    assert decoded.offsets == [40] and decoded.dead_offsets == [41]
+    stage = new_stage()
+    stage.feed(decoded)
+    stage.feed(decode_chunk(raw))  # re-sent: neither the event nor the dead letter again
+    assert stage.dead_lettered == 1 and stage.redelivered == 1 and len(stage.buffer) == 1
+
+
+def test_a_chunk_from_an_older_ingest_without_offsets_is_still_processed():
+    # the wire format grows at its end: a chunk written before offsets existed decodes with
+    # none, and is processed (re-sends of it are dropped by event id only, as they were)
+    events = events_at(1, 2)
+    old = msgspec.msgpack.encode(["events.usage:0", T0 + 2.0, True, ["events.usage:0"],
+                                  [encode_event(e) for e in events], [0, 0], []])
+    decoded = decode_chunk(old)
+    assert decoded.offsets == [] and decoded.dead_offsets == []
+    stage = new_stage()
+    stage.feed(decoded)
+    stage.feed(decode_chunk(old))
+    stage.advance(idle=True)
+    assert stage.released == 4 and stage.redelivered == 0
+    assert stage.engine.stats.duplicates == 2 and stage.source_offsets == {}
+
+
+def test_a_chunk_with_offsets_missing_for_some_records_is_refused_clearly():
+    body_ = encode_event(make_event("usage", t=1.0))
+    raw = encode_chunk(Chunk(source="events.usage:4", max_t=1.0, caught_up=False,
+                             events=[body_, body_], kafka_ts=[0, 0], offsets=[7]))
+    with pytest.raises(ValueError, match=r"events.usage:4: 1 offsets for 2 events"):
+        decode_chunk(raw)  # the worker dead-letters such a message whole
