@@ -101,8 +101,10 @@ def decode_event(raw: bytes | str) -> tuple[Event | None, str | None]:
     except msgspec.ValidationError as error:
         return None, str(error)
     except msgspec.DecodeError as error:
-        return None, f"not valid JSON: {error}"
-    except UnicodeDecodeError as error:  # msgspec raises it for bad bytes inside a string
+        # msgspec >= 0.19 reports bad bytes inside a string as a DecodeError
+        kind = "UTF-8" if "UTF-8" in str(error) else "JSON"
+        return None, f"not valid {kind}: {error}"
+    except UnicodeDecodeError as error:  # older msgspec raises it for bad bytes in a string
         return None, f"not valid UTF-8: {error}"
 
 
