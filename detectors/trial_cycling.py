@@ -12,19 +12,28 @@ paying customers (a family computer) counts for less. Per earlier account the li
 by noisy-OR into a link strength; accounts linked strongly enough form the ring, and the ring's
 combined strength is the score. Disposable email domains on both sides make network links count.
 
+Numbered addresses are read as a series: ``agreen1``, ``agreen2``, ``agreen5`` count up one name
+(numbers within a few of each other), where strangers who share a name pick numbers far apart.
+A series of a distinctive name at one free-mail provider is a link on its own; at a company or a
+university (which number their namesakes) or on a short name it needs another link. Accounts
+linked only weakly (a name, an IP) are not ring members, but add one piece of evidence, and join
+the ring when they also share a key with one of its members (a closed triangle).
+
 Examples
 --------
 >>> from detectors.testing import make_observation, run
 >>> detector = TrialCycling()
+>>> names = ["kim.ode", "raj.patel", "lu.chen", "ana.silva"]
 >>> signups = [make_observation("signup", account_id=f"a{i}", device_id="d-1",
-...     email=f"user{i}x@example.com", ip=f"198.51.100.{i}", t=i * 3600.0) for i in range(4)]
+...     email=f"{name}@example.com", ip=f"198.51.100.{i}", t=i * 3600.0)
+...     for i, name in enumerate(names)]
 >>> [(a, round(v.score, 2), v.related_accounts) for a, v in run(detector, signups)]
 [('a2', 0.86, ('a0', 'a1')), ('a3', 0.95, ('a0', 'a1', 'a2'))]
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -37,7 +46,14 @@ from detectors.base import (
     check_positive,
     check_unit_interval,
 )
-from detectors.linking import DISPOSABLE_DOMAINS, email_domain, email_stem, mailbox, subnet24
+from detectors.linking import (
+    DISPOSABLE_DOMAINS,
+    FREE_MAIL_DOMAINS,
+    email_domain,
+    email_stem,
+    mailbox,
+    subnet24,
+)
 
 __all__ = ["LINK_STRENGTH", "TrialCycling"]
 
@@ -58,13 +74,25 @@ CROWD_SIZE: Mapping[str, int | None] = {
 # address on the new account is itself evidence once it is linked to anyone.
 DISPOSABLE_STRENGTH: Mapping[str, float] = {"ip": 0.6, "net": 0.5}
 DISPOSABLE_PRIOR = 0.3
-# Alone, these never make an account part of a ring: strangers share them.
+# Alone, these never make an account part of a ring: strangers share them. Accounts linked only
+# by them add one more piece of evidence (the strongest) to a ring that exists without them;
+# they are named in the evidence, not among the ring's related accounts.
 WEAK = frozenset({"stem", "ip", "net"})
+MAX_SUPPORT = 0.5
+MIN_CORROBORATION = 0.04  # a weak link must keep half a lone /24's strength to back another
+MAX_SUPPORT_PROBED = 8  # weakly linked accounts whose other keys are looked up
 # A short stem ("mmoore": initial and a common surname) is shared by strangers, and a name
 # without digits is a name; numbered variants of a distinctive stem are one person's series.
 DISTINCTIVE_STEM = 8
 NUMBERED_STEM_STRENGTH = 0.6
 PLAIN_STEM_STRENGTH = 0.3
+# Numbers this close on one stem ("agreen4", "agreen5", "agreen7") are one person counting up
+# their addresses; strangers who share a name pick numbers (birth years, lucky numbers) far apart.
+# Only accounts on the stem outside the series crowd it. A series of a distinctive stem at one
+# free-mail provider stands on its own; a short stem ("agreen": an initial and a common
+# surname) or a series across providers needs another link.
+SERIES_GAP = 5
+SERIES_STRENGTH = 0.6
 # One device and one home IP and nothing else: the signature of a household (a family on one
 # computer), which only a larger ring outweighs.
 HOUSEHOLD = frozenset({"dev", "ip", "net"})
@@ -198,28 +226,38 @@ class TrialCycling(DetectorBase):
 
     def probe_keys(self, obs: Observation, verdicts: list[Verdict]) -> Sequence[str]:
         """The other keys of the accounts this signup links to: the ring's next hop."""
-        ring, _, their_keys = self._direct(obs, verdicts)
+        ring, _, their_keys, support = self._direct(obs, verdicts)
+        if not ring:
+            return ()
         own = set(self.keys(obs))
-        probes = {k for account in ring for k in their_keys[account] if k not in own}
-        return sorted(probes)[:64]
+        probes = sorted({k for account in ring for k in their_keys[account] if k not in own})
+        weakest = sorted(support, key=lambda a: (-support[a], a))[:MAX_SUPPORT_PROBED]
+        probes += sorted({k for account in weakest for k in their_keys[account]
+                          if k not in own and not k.startswith("net:")} - set(probes))
+        return probes[:64]
 
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
         event = obs.event
         disposable = email_domain(event.email) in self.disposable_domains
-        ring, links, their_keys = self._direct(obs, verdicts)
+        ring, links, their_keys, support = self._direct(obs, verdicts)
         if not ring:
             return None
         via = self._second_hop(obs, verdicts, ring, their_keys)
         members = {**{a: s for a, s in via.items() if a not in ring}, **ring}
+        support = {a: s for a, s in support.items() if a not in members}
+        members |= _triangles(verdicts, members, support, links)
+        support = {a: s for a, s in support.items() if a not in members}
         miss = 1.0
         for strength in members.values():
             miss *= 1.0 - strength
+        # weak links add one piece of evidence, however many: a crowded key has many of them
+        miss *= 1.0 - max(support.values(), default=0.0)
         if disposable:
             miss *= 1.0 - DISPOSABLE_PRIOR
         score = 1.0 - miss
         if score < self.threshold:
             return None
-        return self._verdict(obs, score, ring, links, members, disposable)
+        return self._verdict(obs, score, ring, links, members, support, disposable)
 
     def _direct(self, obs: Observation, verdicts: list[Verdict]):
         """Earlier accounts linked to this signup strongly enough to be in its ring."""
@@ -228,7 +266,9 @@ class TrialCycling(DetectorBase):
         links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
         boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
         their_keys: dict[str, list[str]] = {}
+        series: set[str] = set()  # accounts in a numbered series with this signup
         stem = email_stem(event.email)
+        number = _address_number(event.email)
         for verdict in verdicts:
             evidence = verdict.evidence
             if evidence["hop"] != 1:
@@ -236,26 +276,35 @@ class TrialCycling(DetectorBase):
             kind = evidence["kind"]
             strength = _key_strength(kind, evidence)
             if kind == "stem":
+                in_series = _series(number, evidence["candidates"])
+                series.update(_standalone(evidence, in_series, mailbox(event.email)))
+                series_strength = _series_strength(evidence, len(in_series))
                 strength = _stem_strength(stem or "", event.email, strength)
             for account, other_disposable, keys in evidence["candidates"]:
                 their_keys[account] = keys
                 link = strength  # per candidate: a boost for one must not leak to the next
+                if kind == "stem" and account in in_series:
+                    link = series_strength
                 if disposable and other_disposable and kind in DISPOSABLE_STRENGTH:
                     boosted.add(account)
                     link = max(strength, DISPOSABLE_STRENGTH[kind])
                 links.setdefault(account, []).append((kind, link))
-        ring = {}
+        ring, support = {}, {}
         for account, parts in links.items():
-            linked = self._link(parts, disposable, account in boosted)
+            linked = self._link(parts, disposable, account in boosted or account in series)
             if linked is not None:
                 ring[account] = linked
-        return ring, links, their_keys
+            elif {kind for kind, _ in parts} <= WEAK:
+                support[account] = min(_noisy_or(s for _, s in parts), MAX_SUPPORT)
+        return ring, links, their_keys, support
 
     def _link(self, parts: list[tuple[str, float]], no_household: bool,
               boosted: bool) -> float | None:
         """Combine the shared keys of two accounts into one link strength (None: too weak).
 
         ``no_household``: the device + IP pattern cannot be a family here (throwaway email).
+        ``boosted``: a weak kind of link that stands alone here (throwaway addresses on both
+        sides, or a numbered series of one stem).
         A household-shaped link (one device, one IP, nothing else) is discounted but kept as a
         weak ring member, even when a crowded IP (carrier NAT) adds almost nothing to it: a
         family stays small, a ring on one device keeps growing.
@@ -267,7 +316,9 @@ class TrialCycling(DetectorBase):
         kinds = {kind for kind, _ in parts}
         if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not no_household:
             linked = max(linked * HOUSEHOLD_DISCOUNT, self.min_link)
-        one_weak_link = len(kinds) == 1 and kinds <= WEAK and not boosted
+        # a link crowded to almost nothing (a campus /24) corroborates nothing
+        weight = {kind for kind, strength in parts if strength >= MIN_CORROBORATION}
+        one_weak_link = len(weight) <= 1 and weight <= WEAK and not boosted
         return linked if linked >= self.min_link and not one_weak_link else None
 
     def _second_hop(self, obs, verdicts, ring, their_keys) -> dict[str, float]:
@@ -277,26 +328,33 @@ class TrialCycling(DetectorBase):
             for key in their_keys[account]:
                 owners.setdefault(key, []).append(account)
         pairs: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        series: set[tuple[str, str]] = set()
         for verdict in verdicts:
             evidence = verdict.evidence
             if evidence["hop"] != 2:
                 continue
-            strength = _key_strength(evidence["kind"], evidence)
-            if evidence["kind"] == "stem":
-                strength = min(strength, PLAIN_STEM_STRENGTH)  # no email of the member here
+            kind = evidence["kind"]
+            strength = _key_strength(kind, evidence)
+            if kind == "stem":
+                strength = min(strength, PLAIN_STEM_STRENGTH)
             for member in owners.get(evidence["key"], ()):
+                in_series = (_series(_keys_number(their_keys[member]), evidence["candidates"])
+                             if kind == "stem" else set())
+                standalone = _standalone(evidence, in_series, _keys_mailbox(their_keys[member]))
+                series.update((member, account) for account in standalone)
                 for account, _, _ in evidence["candidates"]:
                     if account != member and account != obs.account_id:
-                        pairs.setdefault((member, account), []).append(
-                            (evidence["kind"], strength))
+                        link = (_series_strength(evidence, len(in_series))
+                                if account in in_series else strength)
+                        pairs.setdefault((member, account), []).append((kind, link))
         via: dict[str, float] = {}
         for (member, account), parts in pairs.items():
-            linked = self._link(parts, False, False)
+            linked = self._link(parts, False, (member, account) in series)
             if linked is not None:
                 via[account] = max(via.get(account, 0.0), min(ring[member], linked))
         return via
 
-    def _verdict(self, obs, score, ring, links, members, disposable) -> Verdict:
+    def _verdict(self, obs, score, ring, links, members, support, disposable) -> Verdict:
         event = obs.event
         keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
         related = tuple(sorted(members, key=lambda a: (-members[a], a)))
@@ -313,6 +371,9 @@ class TrialCycling(DetectorBase):
         if indirect:
             reasons.append(f"linked through them to {indirect} more unconverted trial "
                            f"account{'s' if indirect > 1 else ''}")
+        if support:
+            reasons.append(f"weaker links (a shared name, IP or subnet alone) to {len(support)} "
+                           f"more unconverted trial account{'s' if len(support) > 1 else ''}")
         if disposable:
             reasons.append(f"disposable email domain {email_domain(event.email)}")
         severity = "high" if len(members) >= 3 or score >= 0.97 else "medium"
@@ -323,6 +384,7 @@ class TrialCycling(DetectorBase):
                 "ring_size": len(members) + 1,
                 "link_strength": {a: round(members[a], 3) for a in related},
                 "direct_links": len(ring),
+                "weak_links": {a: round(support[a], 3) for a in sorted(support)},
                 "shared": {kind: {"value": keys_of[kind], "accounts": accts}
                            for kind, accts in shared.items()},
                 "plan": event.plan,
@@ -331,6 +393,36 @@ class TrialCycling(DetectorBase):
             related_accounts=related,
             severity=severity,
         )
+
+
+def _triangles(verdicts: list[Verdict], members: Mapping[str, float],
+               support: Mapping[str, float],
+               links: Mapping[str, list[tuple[str, float]]]) -> dict[str, float]:
+    """Weakly linked accounts that also share a key with a ring member join the ring.
+
+    Two weak links closing a triangle (the signup and an account share an IP; that account and
+    a ring member share a name) are independent evidence; network links alone never count: a
+    /24 is shared by a whole neighbourhood.
+    """
+    joined: dict[str, float] = {}
+    for verdict in verdicts:
+        evidence = verdict.evidence
+        if evidence["hop"] != 2 or evidence["kind"] == "net":
+            continue
+        on_key = {account for account, _, _ in evidence["candidates"]}
+        if not on_key & members.keys():
+            continue
+        for account in on_key & support.keys():
+            if {kind for kind, _ in links[account]} != {"net"}:
+                joined[account] = support[account]
+    return joined
+
+
+def _noisy_or(strengths: Iterable[float]) -> float:
+    miss = 1.0
+    for strength in strengths:
+        miss *= 1.0 - strength
+    return 1.0 - miss
 
 
 def _kinds() -> tuple[str, ...]:
@@ -365,6 +457,70 @@ def _stem_strength(stem: str, email: str, crowd_weighted: float) -> float:
     if len(stem) >= DISTINCTIVE_STEM and numbered:
         return NUMBERED_STEM_STRENGTH * crowd_weighted / LINK_STRENGTH["stem"]
     return min(crowd_weighted, PLAIN_STEM_STRENGTH)
+
+
+def _address_number(email: str | None) -> int | None:
+    """The number an address ends with (``agreen12@`` -> 12; none: 0), ``+tags`` and dots
+    ignored; ``None`` without an address or for long digit runs (phone numbers, ids)."""
+    if not email:
+        return None
+    local = mailbox(email).split("@", 1)[0]
+    digits = len(local) - len(local.rstrip("0123456789"))
+    return int(local[-digits:]) if 0 < digits <= 6 else 0 if digits == 0 else None
+
+
+def _keys_mailbox(keys: Sequence[str]) -> str | None:
+    """An account's normalised mailbox, from its link keys."""
+    return next((k[5:] for k in keys if k.startswith("mbox:")), None)
+
+
+def _keys_number(keys: Sequence[str]) -> int | None:
+    """The address number of an account, from its link keys (its mailbox key)."""
+    return _address_number(_keys_mailbox(keys))
+
+
+def _standalone(evidence: Mapping[str, Any], in_series: set[str], own: str | None) -> set[str]:
+    """Series links that stand alone: a distinctive stem counted up at one free-mail provider.
+    Across providers, on a short stem, or at an institution that numbers its namesakes,
+    strangers' numbers meet too often; those need another link.
+    """
+    domain = email_domain(own or "")
+    if domain not in FREE_MAIL_DOMAINS or len(evidence["key"].split(":", 1)[1]) < DISTINCTIVE_STEM:
+        return set()
+    return {account for account, _, keys in evidence["candidates"] if account in in_series
+            and email_domain(_keys_mailbox(keys) or "") == domain}
+
+
+def _series(number: int | None, candidates: Sequence[Any]) -> set[str]:
+    """Candidates on a stem key numbered in one series with ``number``: numbers that reach it
+    in steps of at most SERIES_GAP (``agreen15`` -> 13 -> 12 -> 9 -> ... -> 1 -> ``agreen``),
+    and the same number at another provider."""
+    if number is None:
+        return set()
+    numbered = sorted((n, account) for account, _, keys in candidates
+                      if (n := _keys_number(keys)) is not None)
+    found: set[str] = set()
+    for direction in (1, -1):
+        reach = number
+        for n, account in (numbered if direction == 1 else reversed(numbered)):
+            if (n - number) * direction < 0 or (n == number and (direction == -1 or n == 0)):
+                continue  # the other side; one number at two providers counts once, and two
+                # plain addresses ("carol.wang" at two providers) are two people, not a series
+            if (n - reach) * direction > SERIES_GAP:
+                break
+            found.add(account)
+            reach = n
+    return found
+
+
+def _series_strength(evidence: Mapping[str, Any], in_series: int) -> float:
+    """A series link, discounted for converted accounts and for strangers on the stem."""
+    on_key = evidence["accounts_on_key"]
+    unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key else 1.0
+    strangers = on_key - in_series
+    crowd = CROWD_SIZE["stem"] or 1
+    crowding = min(1.0, crowd / strangers) if strangers else 1.0
+    return SERIES_STRENGTH * unconverted * crowding
 
 
 def _key_strength(kind: str, evidence: Mapping[str, Any]) -> float:

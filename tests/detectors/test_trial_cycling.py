@@ -185,6 +185,52 @@ class TestRings:
         ]
         assert flagged(replay(events)) == {"disp-1", "disp-2", "disp-3"}
 
+    def test_numbered_series_at_one_free_mail_provider_from_unrelated_networks(self):
+        # Counting up one distinctive name at gmail, each signup from a new device and a new
+        # network: the numbers themselves (14, 15, 17) tie the accounts together.
+        events = [signup(f"series-{n}", i * 30 * HOUR, email=f"hugo.laurent{n}@gmail.com",
+                         ip=f"{60 + 23 * i}.{7 * i + 1}.{40 + i}.9", device=f"d-se{i}")
+                  for i, n in enumerate((14, 15, 17))]
+        flags = replay(events + BYSTANDERS)
+        assert flagged(flags) == {"series-14", "series-15", "series-17"}
+        assert "email stem 'hugolaurent'" in " ".join(reasons(flags))
+
+    def test_short_stem_series_needs_another_link_and_gets_it_from_one_subnet(self):
+        # "agreen" (an initial and a surname) is shared by strangers; counted up 1, 2, 4, 5
+        # from one /24 it is one person. The same numbers from scattered networks are not.
+        ring = [signup(f"ag-{n}", i * 20 * HOUR, email=f"agreen{n}@gmail.com",
+                       ip=f"84.21.213.{30 + 40 * i}", device=f"d-ag{i}")
+                for i, n in enumerate((1, 2, 4, 5))]
+        assert flagged(replay(ring + BYSTANDERS)) == {"ag-1", "ag-2", "ag-4", "ag-5"}
+        scattered = [signup(f"ag-{n}", i * 20 * HOUR, email=f"agreen{n}@gmail.com",
+                            ip=f"{70 + 31 * i}.{3 + i}.{90 + i}.12", device=f"d-ag{i}")
+                     for i, n in enumerate((1, 2, 4, 5))]
+        assert flagged(replay(scattered)) == set()
+
+    def test_an_account_weakly_linked_to_two_ring_members_joins_the_ring(self):
+        # "solo" shares only a name with ring member dev-2 (not a series: 90 and 6) and, later,
+        # only an IP with the signup that flags the ring: two weak links closing a triangle.
+        events = [
+            signup("dev-1", 0.0, email="kara.quinn@gmail.com", ip="31.4.5.6", device="d-77aa"),
+            signup("dev-2", 9 * HOUR, email="diegonowak90@orange.fr", ip="62.8.9.10",
+                   device="d-77aa"),
+            signup("solo", 20 * HOUR, email="diegonowak6@orange.fr", ip="90.211.188.188",
+                   device="d-5010"),
+            signup("dev-3", 40 * HOUR, email="b.roberts@gmail.com", ip="90.211.188.188",
+                   device="d-77aa"),
+        ]
+        flags = replay(events + BYSTANDERS)
+        assert flagged(flags) == {"dev-1", "dev-2", "dev-3", "solo"}
+        assert "solo" in flags["dev-3"][-1].related_accounts
+
+    def test_a_throwaway_domain_known_only_to_the_maintained_list_counts(self):
+        # 0-mail.com is not in our own seed list; the maintained blocklist knows it.
+        events = [signup(f"thr-{i}", i * 5 * HOUR, email=f"{name}@0-mail.com", ip="45.12.77.9",
+                         device=f"d-t{i}") for i, name in enumerate(["qq.x1", "zz.b7", "kk.m3"])]
+        flags = replay(events + BYSTANDERS)
+        assert flagged(flags) == {"thr-0", "thr-1", "thr-2"}
+        assert any("disposable email domain 0-mail.com" in r for r in reasons(flags))
+
     def test_a_ring_of_six_gives_at_most_four_flags_none_twice(self):
         events = [signup(f"six{i}", i * 13 * HOUR + 977 * i, email=f"{name}@outlook.com",
                          ip=f"{31 + 17 * i}.{i + 2}.8.{40 + i}", device="d-6ee1")
@@ -297,6 +343,26 @@ def test_device_ring_behind_a_busy_carrier_ip_is_flagged():
     assert flagged(flags) == set(ring)
     assert all(any("device d-cyc-55aa" in r for r in f.reasons)
                for own in flags.values() for f in own)
+
+
+def test_namesakes_with_close_numbers_at_different_providers_are_quiet():
+    # Three people called J. Schmidt, numbered 12, 17 and 31 at three universities, from three
+    # countries: close numbers across providers are a coincidence, not a series.
+    events = [signup(f"js-{n}", i * 2 * DAY, email=f"jschmidt{n}@{domain}", ip=ip,
+                     device=f"d-js{i}", country=country)
+              for i, (n, domain, ip, country) in enumerate([
+                  (31, "highlandu.edu", "24.176.32.95", "CA"),
+                  (17, "lakesideu.edu", "46.114.202.125", "UA"),
+                  (12, "uashford.edu", "114.12.211.201", "JP")])]
+    assert replay(events + BYSTANDERS) == {}
+
+
+def test_namesakes_numbered_by_their_university_are_quiet():
+    # The university hands the second and third Ana Kowalski numbered addresses.
+    events = [signup(f"ak-{n}", i * 7 * HOUR, email=f"ana.kowalski{n}@stateu.edu",
+                     ip=f"128.10.{4 + i}.{20 + i}", device=f"d-ak{i}")
+              for i, n in enumerate((2, 3, 4))]
+    assert replay(events) == {}
 
 
 def test_family_on_one_device_behind_a_cgnat_home_ip_is_quiet():
