@@ -391,8 +391,13 @@ class DetectionStage:
                 "settings, or delete the state directory to start detection afresh")
         self.engine.state = saved["engine_state"]
         self.engine.stats = saved["engine_stats"]
+        # the held events and marks come back; the settings are this run's (--lateness and
+        # --idle-flush may change across a restart)
+        lateness, idle_after = self.buffer.lateness, self.watermarks.idle_after
         self.buffer = saved["buffer"]
+        self.buffer.lateness = lateness
         self.watermarks = saved["watermarks"]
+        self.watermarks.idle_after = idle_after
         self.watermarks.forget_idleness()
         self.released = saved["released"]
         self.received = saved["received"]

@@ -392,6 +392,16 @@ def test_a_checkpoint_taken_while_events_are_held_restores_them(traffic):
     assert [f.flag_id for f in run(stage, messages, start=middle)] == [f.flag_id for f in rest]
 
 
+def test_a_restore_keeps_this_runs_lateness_and_idleness_settings():
+    stage = DetectionStage(new_engine(), lateness=300.0, idle_after=2.0)
+    feed_records(stage, "events.login:0", records(LOGIN_FAILS[:3]), caught_up=False,
+                 expected=["events.login:0"])
+    restarted = DetectionStage(new_engine(), lateness=30.0, idle_after=10.0)
+    restarted.restore(stage.snapshot(FINGERPRINT), FINGERPRINT)
+    assert len(restarted.buffer) == len(stage.buffer)
+    assert restarted.buffer.lateness == 30.0 and restarted.watermarks.idle_after == 10.0
+
+
 def test_restore_refuses_another_fingerprint_or_version_clearly():
     stage = new_stage()
     stage.feed(Chunk(source="events.login:0", max_t=10.0, caught_up=False,
