@@ -328,7 +328,6 @@ class TrialCycling(DetectorBase):
             for key in their_keys[account]:
                 owners.setdefault(key, []).append(account)
         pairs: dict[tuple[str, str], list[tuple[str, float]]] = {}
-        series: set[tuple[str, str]] = set()
         for verdict in verdicts:
             evidence = verdict.evidence
             if evidence["hop"] != 2:
@@ -340,8 +339,6 @@ class TrialCycling(DetectorBase):
             for member in owners.get(evidence["key"], ()):
                 in_series = (_series(_keys_number(their_keys[member]), evidence["candidates"])
                              if kind == "stem" else set())
-                standalone = _standalone(evidence, in_series, _keys_mailbox(their_keys[member]))
-                series.update((member, account) for account in standalone)
                 for account, _, _ in evidence["candidates"]:
                     if account != member and account != obs.account_id:
                         link = (_series_strength(evidence, len(in_series))
@@ -349,7 +346,8 @@ class TrialCycling(DetectorBase):
                         pairs.setdefault((member, account), []).append((kind, link))
         via: dict[str, float] = {}
         for (member, account), parts in pairs.items():
-            linked = self._link(parts, False, (member, account) in series)
+            # a member's namesake is not this signup's: one hop on, a series needs another link
+            linked = self._link(parts, False, False)
             if linked is not None:
                 via[account] = max(via.get(account, 0.0), min(ring[member], linked))
         return via
@@ -481,14 +479,22 @@ def _keys_number(keys: Sequence[str]) -> int | None:
 
 def _standalone(evidence: Mapping[str, Any], in_series: set[str], own: str | None) -> set[str]:
     """Series links that stand alone: a distinctive stem counted up at one free-mail provider.
-    Across providers, on a short stem, or at an institution that numbers its namesakes,
-    strangers' numbers meet too often; those need another link.
+    Across providers, on a short stem, at an institution that numbers its namesakes, or
+    between two years of birth, strangers' numbers meet too often; those need another link.
     """
     domain = email_domain(own or "")
     if domain not in FREE_MAIL_DOMAINS or len(evidence["key"].split(":", 1)[1]) < DISTINCTIVE_STEM:
         return set()
+    year_like = _year_like(_address_number(own))
     return {account for account, _, keys in evidence["candidates"] if account in in_series
-            and email_domain(_keys_mailbox(keys) or "") == domain}
+            and email_domain(_keys_mailbox(keys) or "") == domain
+            and not (year_like and _year_like(_keys_number(keys)))}
+
+
+def _year_like(number: int | None) -> bool:
+    """``bettyjansen95``, ``bettyjansen1998``: a year of birth, which namesakes share, not a
+    counter."""
+    return number is not None and (40 <= number <= 99 or 1930 <= number <= 2015)
 
 
 def _series(number: int | None, candidates: Sequence[Any]) -> set[str]:

@@ -357,6 +357,19 @@ def test_namesakes_with_close_numbers_at_different_providers_are_quiet():
     assert replay(events + BYSTANDERS) == {}
 
 
+def test_a_ring_members_namesake_is_not_pulled_in():
+    # A card ring; one member is bettyjansen95@gmail.com. Another Betty Jansen, born in '98,
+    # signed up a day earlier: one hop on from the signup, a close number alone is a namesake.
+    ring = [signup(f"card-{i}", 30 * HOUR + i * 9 * HOUR, email=email, ip=f"{40 + 50 * i}.2.3.4",
+                   device=f"d-c{i}", card="card_b810")
+            for i, email in enumerate(["libernard62@outlook.com", "bettyjansen95@gmail.com",
+                                       "sara_wright@gmail.com", "priya.lee@outlook.com"])]
+    betty = signup("betty-98", 6 * HOUR, email="bettyjansen98@gmail.com", ip="66.125.87.21",
+                   device="d-b98", plan="free")
+    flags = replay([*ring, betty, *BYSTANDERS])
+    assert flagged(flags) == {"card-0", "card-1", "card-2", "card-3"}
+
+
 def test_namesakes_numbered_by_their_university_are_quiet():
     # The university hands the second and third Ana Kowalski numbered addresses.
     events = [signup(f"ak-{n}", i * 7 * HOUR, email=f"ana.kowalski{n}@stateu.edu",
