@@ -10,8 +10,8 @@
 True
 >>> subnet24("203.0.113.77")
 '203.0.113'
->>> is_disposable("x@mailinator.com"), is_disposable("x@gmail.com")
-(True, False)
+>>> is_disposable("x@mailinator.com"), is_disposable("x@tempmail.dev"), is_disposable("x@gmail.com")
+(True, True, False)
 """
 
 from __future__ import annotations
@@ -79,8 +79,17 @@ def email_stem(email: str) -> str | None:
     return stem if len(stem) >= _MIN_STEM else None
 
 
+# Throwaway services keep opening new domains faster than any list; their names give them
+# away ("tempmail.dev", "trashmail.xyz", "10minutemail.net").
+_THROWAWAY_NAME = re.compile(
+    r"temp-?mail|tmp-?mail|trash-?mail|throw-?away|minute-?mail|fake-?mail|burner-?mail|"
+    r"disposable|spam-?mail|guerrilla")
+
+
 def is_disposable(email: str, domains: frozenset[str] = DISPOSABLE_DOMAINS) -> bool:
-    return email_domain(email) in domains
+    """A throwaway address: its domain is listed, or its name says so."""
+    domain = email_domain(email)
+    return domain in domains or bool(_THROWAWAY_NAME.search(domain.split(".", 1)[0]))
 
 
 def subnet24(ip: str) -> str | None:

@@ -51,6 +51,7 @@ from detectors.linking import (
     FREE_MAIL_DOMAINS,
     email_domain,
     email_stem,
+    is_disposable,
     mailbox,
     subnet24,
 )
@@ -217,7 +218,7 @@ class TrialCycling(DetectorBase):
             return
         if any(row[0] == event.account_id for row in state.rows):
             return  # a second signup event for one account adds nothing
-        disposable = email_domain(event.email) in self.disposable_domains
+        disposable = is_disposable(event.email, self.disposable_domains)
         keys = list(self.keys(obs))
         state.rows.append([event.account_id, obs.t, event.plan,
                            obs.t if event.plan == "paid" else None, disposable, keys])
@@ -238,7 +239,7 @@ class TrialCycling(DetectorBase):
 
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
         event = obs.event
-        disposable = email_domain(event.email) in self.disposable_domains
+        disposable = is_disposable(event.email, self.disposable_domains)
         ring, links, their_keys, support = self._direct(obs, verdicts)
         if not ring:
             return None
@@ -262,7 +263,7 @@ class TrialCycling(DetectorBase):
     def _direct(self, obs: Observation, verdicts: list[Verdict]):
         """Earlier accounts linked to this signup strongly enough to be in its ring."""
         event = obs.event
-        disposable = email_domain(event.email) in self.disposable_domains
+        disposable = is_disposable(event.email, self.disposable_domains)
         links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
         boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
         their_keys: dict[str, list[str]] = {}
