@@ -152,27 +152,40 @@ class Engine:
         self.stats = EngineStats()
 
     # -- the hot path -------------------------------------------------------------------
-    def process(self, event: Event, seq: int = 0) -> list[Flag]:
-        """Process one event; return the flags it raises (often none)."""
-        t = event.ts.timestamp()
+    def process(self, event: Event, seq: int = 0, *, t: float | None = None) -> list[Flag]:
+        """Process one event; return the flags it raises (often none).
+
+        ``t`` is ``event.ts.timestamp()`` when the caller has it already.
+        """
+        if t is None:
+            t = event.ts.timestamp()
         state = self.state
+        event_id = event.event_id
         profile = state.profiles.get(event.account_id)
         if profile is None:
             profile = state.profiles[event.account_id] = new_profile(t)
-        elif event.event_id in profile.recent_ids:
+        elif event_id in profile.recent_ids:
             self.stats.duplicates += 1
             return []
         self.stats.events += 1
-        self._remember(profile, event.event_id, t)
+        ids = profile.recent_ids
+        ids[event_id] = t
+        if len(ids) > 256:
+            since = t - self.dedupe_window
+            profile.recent_ids = {k: v for k, v in ids.items() if v >= since}
         if t > state.max_t:
             state.max_t = t
             if t - state.last_sweep_t >= self.sweep_every:
                 self.sweep(t)
-        flags: list[Flag] = []
         detectors = self._by_type[event.kind]
-        obs = Observation(event=event, t=t, seq=seq, profile=profile) if detectors else None
+        if not detectors:
+            update_profile(profile, event, t)
+            return []
+        flags: list[Flag] = []
+        obs = Observation(event=event, t=t, seq=seq, profile=profile)
+        keyed = state.keyed
         for detector in detectors:
-            verdict = step(detector, state.keyed[detector.name], obs)
+            verdict = step(detector, keyed[detector.name], obs)
             if verdict is not None:
                 flags.extend(self._flags(detector.name, obs, verdict))
         update_profile(profile, event, t)
@@ -180,13 +193,6 @@ class Engine:
 
     def process_many(self, events: Iterable[Event]) -> list[Flag]:
         return [flag for seq, event in enumerate(events) for flag in self.process(event, seq)]
-
-    def _remember(self, profile: AccountProfile, event_id: str, t: float) -> None:
-        ids = profile.recent_ids
-        ids[event_id] = t
-        if len(ids) > 256:
-            since = t - self.dedupe_window
-            profile.recent_ids = {k: v for k, v in ids.items() if v >= since}
 
     # -- verdicts to flags --------------------------------------------------------------
     def _flags(self, detector: str, obs: Observation, verdict: Verdict) -> list[Flag]:

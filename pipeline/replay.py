@@ -10,14 +10,15 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.engine import Engine, utc_now
 from pipeline.reorder import ReorderBuffer
 from pipeline.sinks import BaseSink
-from pipeline.sources import decode_lines, open_input, read_lines
-from schemas.flags import DeadLetter
+from pipeline.sources import number_lines, open_input, read_lines
+from schemas.events import DECODE_ERRORS, Event, decode_event, decode_event_or_raise
+from schemas.flags import DeadLetter, Flag
 
 __all__ = ["ReplaySummary", "replay", "replay_file"]
 
@@ -68,43 +69,82 @@ def replay(
     batch_size: int = 5_000,
 ) -> ReplaySummary:
     """Run decoded ``lines`` through ``engine``; sinks must already be set up."""
+    return _replay(lines, None, engine, flag_sinks=flag_sinks,
+                   dead_letter_sinks=dead_letter_sinks, lateness=lateness,
+                   batch_size=batch_size)
+
+
+def _replay(
+    lines: Iterable[tuple[bytes, str | int]],
+    name: str | None,
+    engine: Engine,
+    *,
+    flag_sinks: Sequence[BaseSink] = (),
+    dead_letter_sinks: Sequence[BaseSink] = (),
+    lateness: float = 300.0,
+    batch_size: int = 5_000,
+) -> ReplaySummary:
+    """:func:`replay`; with a ``name``, ``lines`` are ``(line as read, lineno)`` instead
+    (:func:`~pipeline.sources.number_lines`): the line is stripped of its line end, and its
+    ``"name:lineno"`` made, only for a dead letter."""
     summary = ReplaySummary()
     started = time.perf_counter()
     buffer = ReorderBuffer(lateness)
+    process = engine.process
     pending = 0
-
     released = 0
 
-    def emit(events) -> None:
-        nonlocal pending, released
-        for event in events:
-            # seq: the position in the released (event-time) order, as in the worker
-            released += 1
-            for flag in engine.process(event, released):
-                for sink in flag_sinks:
-                    sink.add(flag)
-                pending += 1
+    def events() -> Iterator[tuple[float, str, str, Event]]:
+        # decode at the edge: (t, account, event id, event) for the reorder buffer
+        decode = decode_event_or_raise
+        for raw, where in lines:
+            try:
+                event = decode(raw)
+            except DECODE_ERRORS:
+                if name is not None:
+                    raw = raw.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue  # a blank line
+                summary.read += 1
+                reason = decode_event(raw)[1] or "invalid event"
+                if name is not None:
+                    where = f"{name}:{where}"
+                summary.dead_lettered += 1
+                summary.dead_reasons[reason] += 1
+                letter = DeadLetter(source=where, reason=reason,  # type: ignore[arg-type]
+                                    raw=raw.decode("utf-8", "backslashreplace"),
+                                    received_at=utc_now())
+                for sink in dead_letter_sinks:
+                    sink.add(letter)
+                continue
+            summary.read += 1
+            yield event.ts.timestamp(), event.account_id, event.event_id, event
+
+    def emit(flags: list[Flag]) -> None:
+        nonlocal pending
+        for flag in flags:
+            for sink in flag_sinks:
+                sink.add(flag)
+        pending += len(flags)
         if pending >= batch_size:
             for sink in flag_sinks:
                 sink.flush()
             pending = 0
 
-    for kind, where, item in decode_lines(lines):
-        summary.read += 1
-        if kind == "dead":
-            raw, reason = item
-            summary.dead_lettered += 1
-            summary.dead_reasons[reason] += 1
-            letter = DeadLetter(source=where, reason=reason,
-                                raw=raw.decode("utf-8", "backslashreplace"), received_at=utc_now())
-            for sink in dead_letter_sinks:
-                sink.add(letter)
-            continue
-        summary.accepted += 1
-        emit(buffer.push(item.ts.timestamp(), item.account_id, item.event_id, item))
-    emit(buffer.flush())
+    # seq: the position in the released (event-time) order, as in the worker
+    for t, _, _, _, event in buffer.order(events()):
+        released += 1
+        flags = process(event, released, t=t)
+        if flags:
+            emit(flags)
+    for event in buffer.flush():
+        released += 1
+        flags = process(event, released)
+        if flags:
+            emit(flags)
     for sink in (*flag_sinks, *dead_letter_sinks):
         sink.flush()
+    summary.accepted = summary.read - summary.dead_lettered
     summary.late = buffer.late
     summary.duplicates = engine.stats.duplicates
     summary.suppressed_by_allowlist = engine.stats.suppressed_by_allowlist
@@ -118,15 +158,17 @@ def replay_file(
 ) -> ReplaySummary:
     """Replay a JSONL / ``.jsonl.gz`` file or ``-`` (stdin); raises ``SourceError``."""
     stream = open_input(path)
-    lines = read_lines(stream, "stdin" if path == "-" else path)
+    name = "stdin" if path == "-" else path
     if progress is None:
         progress = sys.stderr.isatty()
-    if progress:
-        from tqdm import tqdm
-
-        lines = tqdm(lines, desc="replay", unit=" lines", unit_scale=True, file=sys.stderr)
     try:
-        return replay(lines, engine, **kwargs)
+        if progress:
+            from tqdm import tqdm
+
+            lines = tqdm(read_lines(stream, name), desc="replay", unit=" lines",
+                         unit_scale=True, file=sys.stderr)
+            return replay(lines, engine, **kwargs)
+        return _replay(number_lines(stream, name), name, engine, **kwargs)
     finally:
         if path != "-":
             stream.close()

@@ -20,6 +20,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 __all__ = [
+    "DECODE_ERRORS",
     "EVENT_TYPES",
     "Event",
     "Login",
@@ -28,6 +29,7 @@ __all__ = [
     "Signup",
     "Usage",
     "decode_event",
+    "decode_event_or_raise",
     "encode_event",
 ]
 
@@ -92,6 +94,12 @@ EVENT_TYPES = ("signup", "login", "usage", "purchase", "refund")
 
 _decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
+
+
+#: Decode and validate one event, raising one of ``DECODE_ERRORS`` for an invalid one (the hot
+#: path's form: :func:`decode_event` then gives the same input's reason).
+decode_event_or_raise = _decoder.decode
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)  # ValidationError is a DecodeError
 
 
 def decode_event(raw: bytes | str) -> tuple[Event | None, str | None]:
