@@ -43,7 +43,11 @@ def _worker(args: argparse.Namespace) -> int:
         lateness=args.lateness, idle_flush=args.idle_flush, partitions=args.partitions,
         checkpoint_seconds=args.checkpoint_seconds,
         metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
-        metrics_port=metrics_port)
+        metrics_port=metrics_port,
+        purge_seconds=float(env.get("ABUSE_PURGE_SECONDS", "60")),
+        # --detectors picks a detection lane: its own consumer group and checkpoint, so lanes
+        # with different detectors run side by side over the same sequenced events
+        lane="+".join(sorted(args.detectors)) if args.detectors else "")
     _json_logs()
     return asyncio.run(run_worker(config))
 

@@ -8,8 +8,11 @@ Two stages run in every worker process (see :mod:`pipeline.sequencing` for why):
   partition), then commits the source offsets (at-least-once: a crash re-sends, detection
   drops the re-sent events and dead letters by their source offsets).
 - **detect**, in consumer group ``GROUP.detect``: exactly one worker owns the sequenced
-  partition at a time (the group moves it when that worker dies); it restores the checkpoint
-  from ``--state-dir``, runs the engine, writes flags to ``abuse.flags`` (topic, key =
+  partition at a time (the group moves it when that worker dies). Workers started with
+  ``--detectors`` form a detection *lane* of their own (group ``GROUP.detect.NAMES``, own
+  checkpoint): lanes run different detectors side by side over the same sequenced events, and
+  the topic is trimmed only up to what every lane has checkpointed. The owner restores the
+  checkpoint from ``--state-dir``, runs the engine, writes flags to ``abuse.flags`` (topic, key =
   account_id) and ClickHouse, dead letters to ``abuse.dead_letters``, and checkpoints: sinks
   are flushed *before* the checkpoint (which holds the offset to resume from) is written and
   the offset committed, so a crash replays from the checkpoint and re-emits the same flag ids.
@@ -77,6 +80,9 @@ class WorkerConfig:
     metrics_port: int = 9108  # 0: no endpoint
     session_timeout_ms: int = 10_000
     max_records: int = 20_000
+    purge_seconds: float = PURGE_SECONDS
+    # a detection lane: the detectors this worker runs ("" = all); lanes detect side by side
+    lane: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,8 +90,13 @@ class WorkerConfig:
         return f"{self.kafka.topic_prefix}{self.kafka.group_id}.sequenced"
 
     @property
+    def detect_group(self) -> str:
+        return f"{self.kafka.group_id}.detect" + (f".{self.lane}" if self.lane else "")
+
+    @property
     def checkpoint_path(self) -> Path:
-        return self.state_dir / f"{self.sequenced_topic}-0.checkpoint"
+        lane = f".{self.lane}" if self.lane else ""
+        return self.state_dir / f"{self.sequenced_topic}-0{lane}.checkpoint"
 
 
 def detector_fingerprint(engine: Engine) -> str:
@@ -248,7 +259,7 @@ class DetectStage:
                         owner.fatal = error
 
         self.consumer = AIOKafkaConsumer(
-            group_id=f"{self.config.kafka.group_id}.detect", enable_auto_commit=False,
+            group_id=self.config.detect_group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=self.config.session_timeout_ms,
             max_partition_fetch_bytes=SEQUENCED_MAX_BYTES * 2,
             fetch_max_bytes=SEQUENCED_MAX_BYTES * 4,
@@ -267,13 +278,19 @@ class DetectStage:
             stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness,
                                    idle_after=self.config.idle_flush)
             path = self.config.checkpoint_path
+            start = (await self.consumer.beginning_offsets([tp]))[tp]
             if path.exists():
                 stage.restore(path.read_bytes(), self.config.fingerprint)
+                if stage.next_offset < start:  # never skip silently over what is gone
+                    raise RuntimeError(
+                        f"the checkpoint at {path} resumes at offset {stage.next_offset}, but "
+                        f"{tp.topic} starts at offset {start}: the events between were deleted "
+                        "(by retention, or trimmed by a lane that did not see this one); "
+                        "detection would miss them")
                 log.info("detection resumed from checkpoint", extra={
                     "checkpoint": str(path), "offset": stage.next_offset,
                     "events": stage.received, "buffered": len(stage.buffer)})
             else:
-                start = (await self.consumer.beginning_offsets([tp]))[tp]
                 if start > 0:  # never start afresh on a trimmed history: say what is wrong
                     raise RuntimeError(
                         f"no checkpoint at {path}, but {tp.topic} starts at offset {start} "
@@ -442,19 +459,35 @@ class DetectStage:
         partition = TopicPartition(self.config.sequenced_topic, 0)
         with contextlib.suppress(Exception):  # for lag dashboards; the checkpoint is the truth
             await self.consumer.commit({partition: stage.next_offset})
-        if time.monotonic() - self.purged_at >= PURGE_SECONDS:
+        if time.monotonic() - self.purged_at >= self.config.purge_seconds:
             await self._purge(partition, stage.next_offset)
 
     async def _purge(self, partition, offset: int) -> None:
-        """Delete what the checkpoint covers from the internal topic, as Kafka Streams purges
-        its repartition topics: it is never read again."""
+        """Delete what every detection lane's checkpoint covers from the internal topic, as
+        Kafka Streams purges its repartition topics: it is never read again."""
         from aiokafka.admin import RecordsToDelete
 
         self.purged_at = time.monotonic()
         try:
+            lanes = await self._lane_offsets(partition)
+            if any(committed is None for committed in lanes.values()):
+                return  # a lane without a commit yet may still need the whole history
+            offset = min([offset, *lanes.values()])
             await self.admin.delete_records({partition: RecordsToDelete(before_offset=offset)})
         except Exception as error:  # the topic keeps growing until retention: say so, go on
             log.warning("could not purge the sequenced topic", extra={"error": repr(error)})
+
+    async def _lane_offsets(self, partition) -> dict[str, int | None]:
+        """The committed offset of every detection lane of this worker group (None: none)."""
+        base = f"{self.config.kafka.group_id}.detect"
+        groups = [g[0] for g in await self.admin.list_consumer_groups()
+                  if g[0] == base or g[0].startswith(base + ".")]
+        offsets: dict[str, int | None] = {}
+        for group in groups:
+            found = await self.admin.list_consumer_group_offsets(group, partitions=[partition])
+            committed = found.get(partition)
+            offsets[group] = committed.offset if committed and committed.offset >= 0 else None
+        return offsets
 
 
 # -- wiring ---------------------------------------------------------------------------------
@@ -492,6 +525,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
     await detect.start()
     log.info("worker started", extra={
         "bootstrap": config.kafka.bootstrap, "group": config.kafka.group_id,
+        "detect_group": config.detect_group, "detectors": config.lane or "all",
         "sequenced_topic": config.sequenced_topic, "clickhouse": config.clickhouse,
         "metrics": f"http://{config.metrics_host}:{config.metrics_port}/metrics"
         if config.metrics_port else None})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -53,7 +54,8 @@ class Run:
         return KafkaSettings(bootstrap=self.bootstrap, topic_prefix=self.prefix,
                              group_id=self.group)
 
-    def start_worker(self, *extra: str) -> tuple[subprocess.Popen, int]:
+    def start_worker(self, *extra: str, env: dict[str, str] | None = None,
+                     ) -> tuple[subprocess.Popen, int]:
         port = free_port()
         log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
@@ -61,7 +63,8 @@ class Run:
              "--clickhouse", self.dsn, "--group-id", self.group, "--topic-prefix", self.prefix,
              "--state-dir", str(self.state), "--metrics-port", str(port),
              "--idle-flush", "1", *extra],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         self.workers.append((process, port))
         return process, port
 
@@ -227,6 +230,69 @@ def test_two_workers_over_six_partitions_give_the_flags_of_replay(kafka_bootstra
     assert all(count > 0 for count in ingested), f"one worker ingested nothing: {ingested}"
 
 
+def lane_caught_up(seen: dict[str, float], lines: int) -> bool:
+    return (seen.get("abuse_detect_active") == 1 and seen.get("abuse_caught_up") == 1
+            and seen.get("abuse_detect_received_events", 0) >= lines)
+
+
+def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, tmp_path,
+                                                                traffic):
+    """Two workers, each its own lane of detectors (and its own chdb file: chdb is one process
+    per path): together they give replay's flags, and the sequenced topic is trimmed only up
+    to what both lanes have checkpointed."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from kafka import KafkaConsumer
+
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    lanes = {"trial_cycling": f"chdb://{tmp_path / 'trial.chdb'}",
+             "login_frequency,refund_abuse": f"chdb://{tmp_path / 'others.chdb'}"}
+    for detectors, dsn in lanes.items():
+        run.start_worker("--detectors", detectors, "--clickhouse", dsn,
+                         "--checkpoint-seconds", "0.5", env={"ABUSE_PURGE_SECONDS": "0.5"})
+    try:
+        for _, port in run.workers:  # each lane has every event and holds nothing back
+            wait_until(lambda port=port: lane_caught_up(metrics(port), lines), run, timeout=180)
+        time.sleep(2.0)  # a few more checkpoint and purge rounds
+    finally:
+        run.stop_all()
+    per_lane = {detectors: {row[0]: row[1] for row in clickhouse_rows(
+        dsn, "SELECT flag_id, detector FROM abuse.flags FINAL")}
+        for detectors, dsn in lanes.items()}
+    assert set(per_lane["trial_cycling"].values()) == {"trial_cycling"}
+    assert set(per_lane["login_frequency,refund_abuse"].values()) == {
+        "login_frequency", "refund_abuse"}
+    assert set(per_lane["trial_cycling"]) | set(per_lane["login_frequency,refund_abuse"]) \
+        == replay_ids
+    on_topic = read_topic(kafka_bootstrap, f"{run.prefix}abuse.flags", expected=len(replay_ids))
+    assert {json.loads(m.value)["flag_id"] for m in on_topic} == replay_ids
+
+    sequenced = TopicPartition(f"{run.prefix}{run.group}.sequenced", 0)
+
+    async def committed() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            return {group: (await admin.list_consumer_group_offsets(
+                group, partitions=[sequenced]))[sequenced].offset
+                for group in (f"{run.group}.detect.trial_cycling",
+                              f"{run.group}.detect.login_frequency+refund_abuse")}
+        finally:
+            await admin.close()
+
+    commits = asyncio.run(committed())
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        start = consumer.beginning_offsets([sequenced])[sequenced]
+    finally:
+        consumer.close()
+    assert 0 < start <= min(commits.values()), (start, commits)
+
+
 def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
         kafka_bootstrap, tmp_path, traffic):
     events, replay_ids, lines = traffic
@@ -349,3 +415,59 @@ def test_a_worker_without_the_checkpoint_refuses_a_trimmed_history(kafka_bootstr
     process, _ = run.start_worker()
     assert process.wait(timeout=60) == 1
     assert "no checkpoint at" in run.logs() and "starts at offset 2" in run.logs()
+
+
+def test_a_worker_whose_checkpoint_is_behind_the_topic_start_refuses_to_skip(kafka_bootstrap,
+                                                                           tmp_path):
+    """Events deleted between the checkpoint and the topic's start (retention, a bad trim)
+    stop detection with an error saying so, rather than being skipped silently."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from kafka import KafkaProducer
+
+    from pipeline.worker import WorkerConfig, ensure_worker_topics
+
+    run = Run(kafka_bootstrap, tmp_path)
+    config = WorkerConfig(kafka=run.settings, engine_factory=lambda: None, fingerprint="")
+    ensure_worker_topics(config)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def send_garbage(n: int) -> None:  # undecodable chunks: dead letters, but they advance it
+        for _ in range(n):
+            producer.send(config.sequenced_topic, b"x", partition=0)
+        producer.flush()
+
+    send_garbage(3)
+    process, port = run.start_worker()
+    wait_until(lambda: metrics(port).get("abuse_dead_letters_total", 0) >= 3, run)
+    run.stop_all()  # a graceful stop checkpoints (past the garbage and ingest's heartbeats)
+    send_garbage(3)
+    partition = TopicPartition(config.sequenced_topic, 0)
+    end = asyncio.run(end_offset(kafka_bootstrap, partition))
+
+    async def trim() -> None:  # everything, the events after the checkpoint included
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({partition: RecordsToDelete(before_offset=end)})
+        finally:
+            await admin.close()
+
+    asyncio.run(trim())
+    producer.close()
+    process, _ = run.start_worker()
+    assert process.wait(timeout=60) == 1
+    assert "resumes at offset" in run.logs() and f"starts at offset {end}" in run.logs()
+
+
+async def end_offset(bootstrap: str, partition) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return (await consumer.end_offsets([partition]))[partition]
+    finally:
+        await consumer.stop()
