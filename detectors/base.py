@@ -72,7 +72,8 @@ def update_profile(
     profile: AccountProfile, event: Event, t: float, *, max_orders: int = 16
 ) -> None:
     """Fold one event into the account's context (after the detectors have seen it)."""
-    profile.last_t = max(profile.last_t, t)
+    if t > profile.last_t:
+        profile.last_t = t
     kind = event.kind
     if kind == "usage":
         profile.units_total += event.units

@@ -200,21 +200,22 @@ class LoginFrequency(DetectorBase):
         return EntityState(key)
 
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
+        if state.__class__ is EntityState:  # the many: checked on every sweep
+            attempts = state.attempts
+            return not attempts or attempts[-1][0] < now - self.window_minutes * 60
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
-        if isinstance(state, AccountState):
-            return state.last_t is None or state.last_t < now - horizon
-        return not state.attempts or state.attempts[-1][0] < now - self.window_minutes * 60
+        return state.last_t is None or state.last_t < now - horizon
 
     def score_one(self, state, obs: Observation) -> Verdict | None:
-        if isinstance(state, AccountState):
-            return self._score_account(state, obs)
-        return self._score_entity(state, obs)
+        if state.__class__ is EntityState:
+            return self._score_entity(state, obs)
+        return self._score_account(state, obs)
 
     def learn_one(self, state, obs: Observation, verdict: Verdict | None) -> None:
-        if isinstance(state, AccountState):
-            self._learn_account(state, obs, verdict)
-        else:
+        if state.__class__ is EntityState:
             self._learn_entity(state, obs, verdict)
+        else:
+            self._learn_account(state, obs, verdict)
 
     # -- one IP, device or subnet against many accounts ---------------------------------
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:

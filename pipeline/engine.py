@@ -258,11 +258,13 @@ class Engine:
         dropped = 0
         for detector in self.detectors:
             states = state.keyed[detector.name]
-            stale = [key for key, value in states.items() if detector.expired(value, now)]
+            expired = detector.expired
+            stale = [key for key, value in states.items() if expired(value, now)]
             for key in stale:
                 del states[key]
             dropped += len(stale)
-        old = [a for a, p in state.profiles.items() if p.last_t < now - self.profile_ttl]
+        horizon = now - self.profile_ttl
+        old = [a for a, p in state.profiles.items() if p.last_t < horizon]
         for account in old:
             del state.profiles[account]
         since = now - self.dedupe_window  # ids older than the window cannot be re-delivered
@@ -270,7 +272,8 @@ class Engine:
             ids = profile.recent_ids
             if ids and next(iter(ids.values())) < since:
                 profile.recent_ids = {k: v for k, v in ids.items() if v >= since}
-        ended = [k for k, e in state.episodes.items() if e[0] < now - self.episode_gap]
+        horizon = now - self.episode_gap
+        ended = [k for k, e in state.episodes.items() if e[0] < horizon]
         for key in ended:
             del state.episodes[key]
         return dropped + len(old) + len(ended)
