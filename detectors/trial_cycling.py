@@ -79,7 +79,7 @@ DISPOSABLE_PRIOR = 0.3
 # by them add one more piece of evidence (the strongest) to a ring that exists without them;
 # they are named in the evidence, not among the ring's related accounts.
 WEAK = frozenset({"stem", "ip", "net"})
-MAX_SUPPORT = 0.5
+MAX_SUPPORT = 0.3  # weak links add a little: never enough to tip a pair or a family over
 MIN_CORROBORATION = 0.04  # a weak link must keep half a lone /24's strength to back another
 MAX_SUPPORT_PROBED = 8  # weakly linked accounts whose other keys are looked up
 # A short stem ("mmoore": initial and a common surname) is shared by strangers, and a name
@@ -480,16 +480,20 @@ def _keys_number(keys: Sequence[str]) -> int | None:
 
 def _standalone(evidence: Mapping[str, Any], in_series: set[str], own: str | None) -> set[str]:
     """Series links that stand alone: a distinctive stem counted up at one free-mail provider.
-    Across providers, on a short stem, at an institution that numbers its namesakes, or
-    between two years of birth, strangers' numbers meet too often; those need another link.
+    Across providers, on a short stem, at an institution that numbers its namesakes, with a
+    plain name, or between two years of birth, strangers' numbers meet too often; those need
+    another link.
     """
     domain = email_domain(own or "")
     if domain not in FREE_MAIL_DOMAINS or len(evidence["key"].split(":", 1)[1]) < DISTINCTIVE_STEM:
         return set()
-    year_like = _year_like(_address_number(own))
+    number = _address_number(own)
+    if not number:
+        return set()  # the plain name is the one most often someone else's
     return {account for account, _, keys in evidence["candidates"] if account in in_series
             and email_domain(_keys_mailbox(keys) or "") == domain
-            and not (year_like and _year_like(_keys_number(keys)))}
+            and _keys_number(keys)
+            and not (_year_like(number) and _year_like(_keys_number(keys)))}
 
 
 def _year_like(number: int | None) -> bool:

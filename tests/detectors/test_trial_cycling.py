@@ -373,6 +373,29 @@ def test_a_ring_members_namesake_is_not_pulled_in():
     assert flagged(flags) == {"card-0", "card-1", "card-2", "card-3"}
 
 
+def test_the_plain_name_is_not_pulled_into_a_numbered_ring():
+    # kevin.garcia2..5 count up from one subnet; kevin_garcia, elsewhere, is the name's owner.
+    ring = [signup(f"kg-{n}", n * 9 * HOUR, email=f"kevin.garcia{n}@gmail.com",
+                   ip=f"70.6.109.{30 + n}", device=f"d-kg{n}") for n in (2, 3, 4, 5)]
+    owner = signup("kg-plain", 50 * HOUR, email="kevin_garcia@gmail.com", ip="179.102.190.138",
+                   device="d-kgp")
+    assert flagged(replay([*ring, owner, *BYSTANDERS])) == {"kg-2", "kg-3", "kg-4", "kg-5"}
+
+
+def test_two_namesakes_at_one_provider_are_quiet():
+    # charles_bianchi and charlesbianchi04 at gmail, plus a stranger on the same subnet later:
+    # a pair of namesakes and a weak link do not make a ring.
+    events = [signup("cb-plain", 0.0, email="charles_bianchi@gmail.com", ip="23.44.55.180",
+                     device="d-cb1", card="card_f68c"),
+              signup("cb-04", 30 * HOUR, email="charlesbianchi04@gmail.com", ip="24.48.133.88",
+                     device="d-cb2"),
+              signup("cb-06", 40 * HOUR, email="charlesbianchi06@gmail.com", ip="91.8.7.6",
+                     device="d-cb3"),
+              signup("near", 41 * HOUR, email="olga.m@yandex.ru", ip="91.8.7.6",
+                     device="d-n1")]
+    assert replay(events + BYSTANDERS) == {}
+
+
 def test_namesakes_numbered_by_their_university_are_quiet():
     # The university hands the second and third Ana Kowalski numbered addresses.
     events = [signup(f"ak-{n}", i * 7 * HOUR, email=f"ana.kowalski{n}@stateu.edu",
