@@ -49,6 +49,7 @@ __all__ = ["LoginFrequency"]
 
 PRIOR_FAILURE_RATE = 1 / 20
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
+_NONE: dict[str, int] = {}  # read-only: no attempt left the window
 
 
 class EntityState(SlotState):
@@ -222,23 +223,24 @@ class LoginFrequency(DetectorBase):
         event = obs.event
         since = obs.t - self.window_minutes * 60
         attempts, failures = len(state.attempts), state.failures
-        stale: dict[str, int] = {}  # failures that left the window since the last learn
-        stale_ok: dict[str, int] = {}
-        for t, account, success in state.attempts:
-            if t >= since:
-                break
-            attempts -= 1
-            if success:
-                stale_ok[account] = stale_ok.get(account, 0) + 1
-            else:
-                failures -= 1
-                stale[account] = stale.get(account, 0) + 1
+        stale: dict[str, int] = _NONE  # failures that left the window since the last learn
+        stale_ok: dict[str, int] = _NONE
+        if attempts and state.attempts[0][0] < since:
+            stale, stale_ok = {}, {}
+            for t, account, success in state.attempts:
+                if t >= since:
+                    break
+                attempts -= 1
+                if success:
+                    stale_ok[account] = stale_ok.get(account, 0) + 1
+                else:
+                    failures -= 1
+                    stale[account] = stale.get(account, 0) + 1
         attempts += 1
         if not event.success:
             failures += 1
         failure_ratio = failures / attempts
-        kind, value = state.key.split(":", 1)
-        needed = self.stuffing_min_accounts * (2 if kind == "net" else 1)
+        needed = self.stuffing_min_accounts * (2 if state.key.startswith("net:") else 1)
         new_account = not event.success and event.account_id not in state.failed_by
         if (len(state.failed_by) + new_account < needed
                 or failure_ratio < self.stuffing_min_failure_ratio):
@@ -253,6 +255,7 @@ class LoginFrequency(DetectorBase):
             failed.add(event.account_id)
         if len(failed) < needed or (event.success and not hot):
             return None
+        kind, value = state.key.split(":", 1)
         entity = _ENTITY[kind].format(value)
         reasons = [
             f"{entity} failed logins against {len(failed)} accounts in "
@@ -316,6 +319,8 @@ class LoginFrequency(DetectorBase):
             if login[0] < since:
                 break
             failures += not login[1]
+        if failures < self.brute_force_min_failures:
+            return None  # the fewest failures any baseline needs (below): most logins stop here
         rate = state.failure_rate
         usual = rate.alpha / (rate.alpha + rate.beta)
         # an account that often fails (a shared script, a forgetful owner) needs more
@@ -347,6 +352,8 @@ class LoginFrequency(DetectorBase):
         logins.reverse()
         logins.append((obs.t, True, event.device_id, event.country, False))
         devices = {lg[2] for lg in logins}
+        if len(devices) < min(3, self.sharing_min_devices):
+            return None  # below every rule's device count (below): skip the travel check
         countries = {lg[3] for lg in logins if lg[3]}
         jumps = self._impossible_jumps(logins)
         many = len(devices) >= self.sharing_min_devices
