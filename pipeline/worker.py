@@ -290,12 +290,20 @@ class DetectStage:
                 log.info("detection resumed from checkpoint", extra={
                     "checkpoint": str(path), "offset": stage.next_offset,
                     "events": stage.received, "buffered": len(stage.buffer)})
+            elif start > 0 and await self.consumer.committed(tp) is not None:
+                # this lane ran before and its checkpoint is gone: never start afresh on a
+                # trimmed history, say what is wrong
+                raise RuntimeError(
+                    f"no checkpoint at {path}, but {tp.topic} starts at offset {start} "
+                    "(trimmed after another worker's checkpoint, or by retention): give "
+                    "this worker the --state-dir the group's other workers use")
+            elif start > 0:
+                # a lane that never ran (new detectors): it learns from what is still there
+                stage.next_offset = start
+                log.warning("new detection lane starts where the sequenced topic starts; its "
+                            "detectors see no earlier events", extra={
+                                "detect_group": self.config.detect_group, "offset": start})
             else:
-                if start > 0:  # never start afresh on a trimmed history: say what is wrong
-                    raise RuntimeError(
-                        f"no checkpoint at {path}, but {tp.topic} starts at offset {start} "
-                        "(trimmed after another worker's checkpoint, or by retention): give "
-                        "this worker the --state-dir the group's other workers use")
                 log.info("detection starts afresh", extra={"checkpoint": str(path)})
             self.sinks = await self._open_sinks()
             self.consumer.seek(tp, stage.next_offset)

@@ -248,13 +248,15 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
 
     events, replay_ids, lines = traffic
     run = Run(kafka_bootstrap, tmp_path)
-    produce_file(str(events), run.settings, partitions=6, progress=False)
     lanes = {"trial_cycling": f"chdb://{tmp_path / 'trial.chdb'}",
              "login_frequency,refund_abuse": f"chdb://{tmp_path / 'others.chdb'}"}
-    for detectors, dsn in lanes.items():
-        run.start_worker("--detectors", detectors, "--clickhouse", dsn,
+    for detectors, dsn in lanes.items():  # both lanes run before the events arrive
+        run.start_worker("--detectors", detectors, "--clickhouse", dsn, "--idle-flush", "10",
                          "--checkpoint-seconds", "0.5", env={"ABUSE_PURGE_SECONDS": "0.5"})
     try:
+        wait_until(lambda: all(metrics(port).get("abuse_detect_active") == 1
+                               for _, port in run.workers), run)
+        produce_file(str(events), run.settings, partitions=6, progress=False)
         for _, port in run.workers:  # each lane has every event and holds nothing back
             wait_until(lambda port=port: lane_caught_up(metrics(port), lines), run, timeout=180)
         time.sleep(2.0)  # a few more checkpoint and purge rounds
@@ -384,7 +386,8 @@ def test_malformed_messages_are_dead_lettered_with_reasons_and_the_worker_goes_o
 
 def test_a_worker_without_the_checkpoint_refuses_a_trimmed_history(kafka_bootstrap, tmp_path):
     """Detection never starts afresh on a sequenced topic whose start was purged: that would
-    silently forget the events before it."""
+    silently forget the events before it. Only a lane that never ran (new detectors) starts
+    there."""
     import asyncio
 
     from aiokafka import TopicPartition
@@ -412,6 +415,14 @@ def test_a_worker_without_the_checkpoint_refuses_a_trimmed_history(kafka_bootstr
             await admin.close()
 
     asyncio.run(trim())
+    # a brand-new lane (its group never committed) starts where the topic starts
+    process, port = run.start_worker()
+    wait_until(lambda: metrics(port).get("abuse_detect_active") == 1, run)
+    run.stop_all()
+    assert "new detection lane starts where the sequenced topic starts" in run.logs()
+    # now the lane has committed; without its checkpoint it must not start afresh
+    for checkpoint in run.state.glob("*.checkpoint"):
+        checkpoint.unlink()
     process, _ = run.start_worker()
     assert process.wait(timeout=60) == 1
     assert "no checkpoint at" in run.logs() and "starts at offset 2" in run.logs()
