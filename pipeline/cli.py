@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-host", default=None,
                         help="address for /metrics (or ABUSE_METRICS_HOST; default 127.0.0.1)")
     worker.add_argument("--checkpoint-seconds", type=float, default=5.0,
-                        help="how often detection state is checkpointed (default 5)")
+                        help="how often detection state is checkpointed (default 5; longer when a "
+                             "snapshot would take over 5 %% of the time)")
     worker.add_argument("--idle-flush", type=float, default=2.0,
                         help="seconds of quiet, every partition caught up, before held events "
                              "are released (default 2)")

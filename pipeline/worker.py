@@ -53,7 +53,7 @@ from pipeline.sequencing import (
 from pipeline.sinks import BaseSink, ClickHouseDeadLetterSink, ClickHouseFlagSink, SinkError
 from schemas.flags import DeadLetter, encode_flag
 
-__all__ = ["WorkerConfig", "run_worker"]
+__all__ = ["WorkerConfig", "checkpoint_interval", "run_worker"]
 
 log = logging.getLogger("abuse_pipeline.worker")
 
@@ -97,6 +97,19 @@ class WorkerConfig:
     def checkpoint_path(self) -> Path:
         lane = f".{self.lane}" if self.lane else ""
         return self.state_dir / f"{self.sequenced_topic}-0{lane}.checkpoint"
+
+
+CHECKPOINT_SHARE = 0.05  # of the detect stage's time, at most, spent writing checkpoints
+
+
+def checkpoint_interval(configured: float, last_took: float) -> float:
+    """Seconds between checkpoints: as configured, but long enough that full snapshots of a
+    large state take at most CHECKPOINT_SHARE of the time (a crash then replays more).
+
+    >>> checkpoint_interval(5.0, 0.05), checkpoint_interval(5.0, 2.0)
+    (5.0, 40.0)
+    """
+    return max(configured, last_took / CHECKPOINT_SHARE)
 
 
 def detector_fingerprint(engine: Engine) -> str:
@@ -236,6 +249,7 @@ class DetectStage:
         self.pending_sends: list[Any] = []
         self.pending_flags = 0
         self.last_flush = self.last_checkpoint = time.monotonic()
+        self.checkpoint_took = 0.0
         self.consumer = None
         self.admin = None
         self.purged_at = time.monotonic()
@@ -379,7 +393,8 @@ class DetectStage:
             self._observe(stage, stage.released - before)
             if self.pending_flags >= 5_000 or now - self.last_flush >= self.config.flush_seconds:
                 await self._flush()
-            if now - self.last_checkpoint >= self.config.checkpoint_seconds:
+            if now - self.last_checkpoint >= checkpoint_interval(self.config.checkpoint_seconds,
+                                                                 self.checkpoint_took):
                 await self._flush()
                 await self._checkpoint()
             if events:
@@ -453,6 +468,7 @@ class DetectStage:
         stage = self.stage
         if stage is None:
             return
+        started = time.monotonic()
         path = self.config.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -462,6 +478,7 @@ class DetectStage:
             os.fsync(file.fileno())
         os.replace(temporary, path)  # atomic: a crash leaves the old checkpoint or the new
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_took = self.last_checkpoint - started
         from aiokafka import TopicPartition
 
         partition = TopicPartition(self.config.sequenced_topic, 0)
