@@ -85,6 +85,8 @@ class RefundAbuse(DetectorBase):
         population's median daily usage over the days the order was held.
     min_population
         Purchases the population baseline needs before heaviness is judged.
+    baseline_min_days
+        How long an account must have been seen before its purchase teaches the baseline.
     threshold
         Score at which a verdict becomes a flag.
     """
@@ -99,6 +101,7 @@ class RefundAbuse(DetectorBase):
         serial_min_refunds: int = 3,
         heavy_factor: float = 3.0,
         min_population: int = 30,
+        baseline_min_days: float = 0.5,
         threshold: float = 0.7,
     ) -> None:
         check_positive(window_days=window_days, serial_min_refunds=serial_min_refunds,
@@ -108,6 +111,7 @@ class RefundAbuse(DetectorBase):
         self.serial_min_refunds = serial_min_refunds
         self.heavy_factor = heavy_factor
         self.min_population = min_population
+        self.baseline_min_days = baseline_min_days
         self.threshold = threshold
 
     def keys(self, obs: Observation) -> Sequence[str]:
@@ -155,9 +159,11 @@ class RefundAbuse(DetectorBase):
     def learn_one(self, state, obs: Observation, verdict: Verdict | None) -> None:
         if isinstance(state, PopulationState):
             profile = obs.profile
-            # Only accounts seen for a day or more say what a day of use is; a new customer
-            # who buys before using would teach the baseline "zero".
-            if obs.event.kind == "purchase" and obs.t - profile.first_t >= DAY:
+            # Only accounts seen for a while say what a day of use is (a new customer who
+            # buys before using would teach the baseline "zero"); half a day covers most of
+            # a day's activity, so a stream that starts today judges heaviness by tonight.
+            if obs.event.kind == "purchase" and \
+                    obs.t - profile.first_t >= self.baseline_min_days * DAY:
                 rate = profile.units_total / ((obs.t - profile.first_t) / DAY)
                 state.p50.update(rate)
                 state.p90.update(rate)

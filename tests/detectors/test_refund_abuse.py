@@ -132,6 +132,22 @@ def test_consume_then_refund_twice():
     assert any(r.startswith("refund after using 255 units in 0.8 days") for r in flag.reasons)
 
 
+def test_consume_then_refund_on_the_first_days_of_a_stream():
+    # Nobody has been seen for a day yet: customers seen for half a day already say what a
+    # day of use is (a stream that starts today must not wait a day to judge heaviness).
+    rng = random.Random(51)
+    events = []
+    for i in range(40):
+        account, start = f"new{i:02d}", rng.uniform(0, 3) * HOUR
+        events += [usage(account, start + h * HOUR, rng.uniform(2, 7)) for h in (1, 5, 10)]
+        events.append(purchase(account, start + 13 * HOUR, f"new-ord-{i}", 19.0))
+    first = cycle(rng, "early", 17 * HOUR, "early-1", units=240, hold=9 * HOUR)
+    second = cycle(rng, "early", 30 * HOUR, "early-2", units=260, hold=10 * HOUR)
+    flags = replay(events + first + second)
+    assert set(flags) == {"early"}
+    assert flags["early"][-1].evidence["heavy_refunds"] == 2
+
+
 def test_card_ring_flags_every_account_that_refunded():
     rng = random.Random(60)
     events = population()
