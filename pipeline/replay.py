@@ -61,31 +61,18 @@ class ReplaySummary:
 
 
 def replay(
-    lines: Iterable[tuple[bytes, str]],
-    engine: Engine,
-    *,
-    flag_sinks: Sequence[BaseSink] = (),
-    dead_letter_sinks: Sequence[BaseSink] = (),
-    lateness: float = 300.0,
-    batch_size: int = 5_000,
-) -> ReplaySummary:
-    """Run decoded ``lines`` through ``engine``; sinks must already be set up."""
-    return _replay(lines, None, engine, flag_sinks=flag_sinks,
-                   dead_letter_sinks=dead_letter_sinks, lateness=lateness,
-                   batch_size=batch_size)
-
-
-def _replay(
     lines: Iterable[tuple[bytes, str | int]],
-    name: str | None,
     engine: Engine,
     *,
+    name: str | None = None,
     flag_sinks: Sequence[BaseSink] = (),
     dead_letter_sinks: Sequence[BaseSink] = (),
     lateness: float = 300.0,
     batch_size: int = 5_000,
 ) -> ReplaySummary:
-    """:func:`replay`; with a ``name``, ``lines`` are ``(line as read, lineno)`` instead
+    """Run ``(raw line, where)`` pairs through ``engine``; sinks must already be set up.
+
+    With a ``name``, ``lines`` are ``(line as read, lineno)`` instead
     (:func:`~pipeline.sources.number_lines`): the line is stripped of its line end, and its
     ``"name:lineno"`` made, only for a dead letter."""
     # Detection state is long-lived and keeps growing: each full collection walks all of it,
@@ -183,7 +170,7 @@ def replay_file(
             lines = tqdm(read_lines(stream, name), desc="replay", unit=" lines",
                          unit_scale=True, file=sys.stderr)
             return replay(lines, engine, **kwargs)
-        return _replay(number_lines(stream, name), name, engine, **kwargs)
+        return replay(number_lines(stream, name), engine, name=name, **kwargs)
     finally:
         if path != "-":
             stream.close()
