@@ -248,9 +248,7 @@ class TrialCycling(DetectorBase):
         support = {a: s for a, s in support.items() if a not in members}
         members |= _triangles(verdicts, members, support, links)
         support = {a: s for a, s in support.items() if a not in members}
-        miss = 1.0
-        for strength in members.values():
-            miss *= 1.0 - strength
+        miss = _miss(members.values())
         # weak links add one piece of evidence, however many: a crowded key has many of them
         miss *= 1.0 - max(support.values(), default=0.0)
         if disposable:
@@ -296,7 +294,7 @@ class TrialCycling(DetectorBase):
             if linked is not None:
                 ring[account] = linked
             elif {kind for kind, _ in parts} <= WEAK:
-                support[account] = min(_noisy_or(s for _, s in parts), MAX_SUPPORT)
+                support[account] = min(1.0 - _miss(s for _, s in parts), MAX_SUPPORT)
         return ring, links, their_keys, support
 
     def _link(self, parts: list[tuple[str, float]], no_household: bool,
@@ -310,10 +308,7 @@ class TrialCycling(DetectorBase):
         weak ring member, even when a crowded IP (carrier NAT) adds almost nothing to it: a
         family stays small, a ring on one device keeps growing.
         """
-        miss = 1.0
-        for _, strength in parts:
-            miss *= 1.0 - strength
-        linked = 1.0 - miss
+        linked = 1.0 - _miss(strength for _, strength in parts)
         kinds = {kind for kind, _ in parts}
         if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not no_household:
             linked = max(linked * HOUSEHOLD_DISCOUNT, self.min_link)
@@ -417,11 +412,12 @@ def _triangles(verdicts: list[Verdict], members: Mapping[str, float],
     return joined
 
 
-def _noisy_or(strengths: Iterable[float]) -> float:
+def _miss(strengths: Iterable[float]) -> float:
+    """The chance that independent links all fail to connect (noisy-OR is one minus it)."""
     miss = 1.0
     for strength in strengths:
         miss *= 1.0 - strength
-    return 1.0 - miss
+    return miss
 
 
 def _kinds() -> tuple[str, ...]:
@@ -525,19 +521,22 @@ def _series(number: int | None, candidates: Sequence[Any]) -> set[str]:
 
 
 def _series_strength(evidence: Mapping[str, Any], in_series: int) -> float:
-    """A series link, discounted for converted accounts and for strangers on the stem."""
-    on_key = evidence["accounts_on_key"]
-    unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key else 1.0
-    strangers = on_key - in_series
-    crowd = CROWD_SIZE["stem"] or 1
-    crowding = min(1.0, crowd / strangers) if strangers else 1.0
-    return SERIES_STRENGTH * unconverted * crowding
+    """A series link: crowded only by the strangers on the stem, not by the series itself."""
+    strangers = evidence["accounts_on_key"] - in_series
+    return _discounted(SERIES_STRENGTH, evidence, CROWD_SIZE["stem"], strangers)
 
 
 def _key_strength(kind: str, evidence: Mapping[str, Any]) -> float:
     """One key's link strength after discounts for crowding and for converted accounts."""
+    return _discounted(LINK_STRENGTH[kind], evidence, CROWD_SIZE[kind],
+                       evidence["accounts_on_key"])
+
+
+def _discounted(strength: float, evidence: Mapping[str, Any], crowd: int | None,
+                crowded_by: int) -> float:
+    """``strength`` less the key's converted accounts and ``crowded_by`` accounts beyond
+    ``crowd``."""
     on_key = evidence["accounts_on_key"]
     unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key else 1.0
-    crowd = CROWD_SIZE[kind]
-    crowding = min(1.0, crowd / on_key) if crowd and on_key else 1.0
-    return LINK_STRENGTH[kind] * unconverted * crowding
+    crowding = min(1.0, crowd / crowded_by) if crowd and crowded_by else 1.0
+    return strength * unconverted * crowding
