@@ -78,11 +78,8 @@ class ReorderBuffer:
 
     def push(self, t: float, account: str, event_id: str, item: Any) -> Iterator[Any]:
         """Add one item; yield whatever the advanced watermark (max seen - lateness) releases."""
-        late = self.hold(t, account, event_id, item)
-        if late is not None:
-            yield late
-            return
-        yield from self.release(self.max_t - self.lateness)
+        for entry in self.order([(t, account, event_id, item)]):
+            yield entry[4]
 
     def order(self, entries: Iterable[tuple[float, str, str, Any]]) -> Iterator[tuple]:
         """:meth:`push` over many ``(t, account, event_id, item)`` at once (replay's hot path).
