@@ -50,6 +50,7 @@ __all__ = ["LoginFrequency"]
 PRIOR_FAILURE_RATE = 1 / 20
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
 _NONE: dict[str, int] = {}  # read-only: no attempt left the window
+TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
 
 
 class EntityState(SlotState):
@@ -352,14 +353,14 @@ class LoginFrequency(DetectorBase):
         logins.reverse()
         logins.append((obs.t, True, event.device_id, event.country, False))
         devices = {lg[2] for lg in logins}
-        if len(devices) < min(3, self.sharing_min_devices):
+        if len(devices) < min(TRAVEL_MIN_DEVICES, self.sharing_min_devices):
             return None  # below every rule's device count (below): skip the travel check
         countries = {lg[3] for lg in logins if lg[3]}
         jumps = self._impossible_jumps(logins)
         many = len(devices) >= self.sharing_min_devices
         spread = many and len(countries) >= self.sharing_min_countries
         crowd = len(devices) >= 2 * self.sharing_min_devices
-        if not (spread or (len(devices) >= 3 and jumps >= 2) or crowd):
+        if not (spread or (len(devices) >= TRAVEL_MIN_DEVICES and jumps >= 2) or crowd):
             return None
         reasons = [f"{len(devices)} devices in {len(countries)} countries within "
                    f"{self.sharing_window_hours:.0f} h"]
