@@ -1,6 +1,6 @@
 """refund_abuse at the engine level: purchases, usage and refunds in, flags out.
 
-The population baseline needs about 30 purchases before heaviness is judged, so every
+The population baseline needs 10 purchases before heaviness is judged, so every
 scenario runs on top of 40 ordinary paying accounts that use the product a little (5-20 units
 a day) before they renew, so their daily usage is known when they pay.
 """
@@ -146,6 +146,24 @@ def test_consume_then_refund_on_the_first_days_of_a_stream():
     flags = replay(events + first + second)
     assert set(flags) == {"early"}
     assert flags["early"][-1].evidence["heavy_refunds"] == 2
+
+
+def test_refunders_do_not_teach_the_population_baseline():
+    # Early in a stream the serial refunders' repurchases can outnumber ordinary purchases;
+    # what they use before refunding is not what a day of use is.
+    rng = random.Random(52)
+    events = population(n=12)
+    for i in range(8):
+        t = 5 * DAY + i * HOUR
+        for n in range(3):
+            events += cycle(rng, f"serial{i}", t, f"ser{i}-{n}", units=3000, hold=10 * HOUR)
+            t += DAY
+    events += cycle(rng, "consumer", 9 * DAY, "con-1", units=240, hold=20 * HOUR)
+    events += cycle(rng, "consumer", 11 * DAY, "con-2", units=250, hold=20 * HOUR)
+    flags = replay(events)
+    assert flags["consumer"][-1].evidence["heavy_refunds"] == 2
+    low, high = POPULATION_MEDIAN
+    assert low <= flags["consumer"][-1].evidence["population_daily_units_p50"] <= high
 
 
 def test_card_ring_flags_every_account_that_refunded():
