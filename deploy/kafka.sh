@@ -69,6 +69,12 @@ running() {  # our broker's process is alive (not a zombie, not a reused pid)
   [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] && tr '\0' ' ' < "/proc/$p/cmdline" | grep -q 'kafka\.Kafka'
 }
 
+alive() {  # the pid we started is still a live process (it may not have exec'd java yet)
+  local p
+  p="$(pid)" || return 1
+  [ -n "$p" ] && [ -r "/proc/$p/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$p/status"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 java_probe() {  # fallback ready check without kafka-python: a Java AdminClient (source launcher)
@@ -164,7 +170,9 @@ configured_port() {
 wait_ready() {  # $1: start time in $SECONDS
   local deadline=$(( $1 + START_TIMEOUT ))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    running || { log_tail; die "Kafka exited during startup"; }
+    # right after the fork the pid is still this script's copy of bash: only a dead
+    # process means the broker exited
+    running || alive || { log_tail; die "Kafka exited during startup"; }
     if answers; then return 0; fi
     sleep 0.5
   done
