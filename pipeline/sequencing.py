@@ -98,6 +98,7 @@ class Chunk(msgspec.Struct, kw_only=True, array_like=True):
     dead: list[DeadLetter] = []
     offsets: list[int] = []  # source offset of each event (empty: from an older ingest)
     dead_offsets: list[int] = []  # source offset of each dead letter
+    end: int = -1  # the source partition's log-end offset when the chunk was cut (-1: unknown)
 
 
 class _Frame(Chunk, kw_only=True, array_like=True):
@@ -160,12 +161,14 @@ def build_chunks(
     caught_up: bool,
     expected: list[str],
     received_at: str | None = None,
+    end: int = -1,
 ) -> tuple[list[Chunk], float]:
     """Validate one source partition's ``(value, offset, kafka_ts)`` records into chunks.
 
     Returns the chunks (the last one carries the watermark) and the new ``max_t``. Invalid
     records become dead letters naming ``topic:partition:offset`` and the reason. Every event
-    and dead letter carries its offset, by which detection drops re-deliveries. A chunk
+    and dead letter carries its offset, by which detection drops re-deliveries, and every chunk
+    the partition's log-end offset ``end``, by which it sees a re-created topic. A chunk
     holds at most ``CHUNK_BYTES`` of event bodies and dead letters (one larger record goes
     alone), so a batch of any size, valid or not, makes messages the broker accepts.
     """
@@ -190,7 +193,7 @@ def build_chunks(
         if size and size + item > CHUNK_BYTES:
             chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
                                 events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
-                                dead_offsets=dead_offsets))
+                                dead_offsets=dead_offsets, end=end))
             events, kafka_ts, dead, offsets, dead_offsets, size = [], [], [], [], [], 0
         size += item
         if event is None:
@@ -203,7 +206,7 @@ def build_chunks(
         offsets.append(offset)
     chunks.append(Chunk(source=source, max_t=max_t, caught_up=caught_up, expected=expected,
                         events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
-                        dead_offsets=dead_offsets))
+                        dead_offsets=dead_offsets, end=end))
     return chunks, max_t
 
 
@@ -302,6 +305,7 @@ class DetectionStage:
         self.dead_lettered = 0
         self.next_offset = 0
         self.source_offsets: dict[str, int] = {}  # per source: the highest offset accepted
+        self.restarts = 0  # sources whose log restarted below their mark (re-created topics)
 
     @property
     def duplicates(self) -> int:
@@ -316,11 +320,18 @@ class DetectionStage:
     def accept(self, chunk: Chunk) -> Chunk:
         """The chunk without what was already accepted from its source: ingest re-sends from
         its last commit after a crash or a rebalance, and an offset at or below the source's
-        high-water mark is such a re-send, however far back in event time."""
+        high-water mark is such a re-send, however far back in event time.
+
+        A log that no longer reaches the mark (its end at or below it) was deleted and
+        re-created, or truncated: its offsets start again, so the mark starts again too (else
+        its new events would be dropped as re-sends)."""
         self.received += len(chunk.events)
+        mark = self.source_offsets.get(chunk.source, -1)
+        if 0 <= chunk.end <= mark:
+            self.restarts += 1
+            mark = self.source_offsets[chunk.source] = -1
         if not chunk.offsets and not chunk.dead_offsets:
             return chunk  # from an older ingest (or empty): nothing to go by
-        mark = self.source_offsets.get(chunk.source, -1)
         self.source_offsets[chunk.source] = max(mark, *chunk.offsets, *chunk.dead_offsets)
         if min(chunk.offsets + chunk.dead_offsets) > mark:
             return chunk  # the usual case: all new

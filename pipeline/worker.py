@@ -62,6 +62,8 @@ MAX_BUFFERED = 50_000  # events held for the watermark before detection stops re
 RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes and metrics fresh
 HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
+METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
+END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
 
 
 @dataclass
@@ -147,6 +149,8 @@ class IngestStage:
             group_id=self.config.kafka.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=self.config.session_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+            # added partitions and re-created topics are seen within seconds, not 5 minutes
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             client_id=f"abuse-pipeline-ingest-{os.getpid()}",
             **self.config.kafka.aiokafka_kwargs())
         self.consumer.subscribe(self.config.kafka.event_topics())
@@ -161,10 +165,18 @@ class IngestStage:
                       for p in (self.consumer.partitions_for_topic(topic) or ()))
 
     async def _refresh_ends(self, assigned) -> None:
+        from aiokafka.errors import KafkaError
+
         now = time.monotonic()
         if now - self.ends_checked >= 0.5 or any(tp not in self.end_offsets for tp in assigned):
-            self.end_offsets.update(await self.consumer.end_offsets(list(assigned)))
             self.ends_checked = now
+            try:
+                # a deleted topic's partitions would block this for the request timeout
+                self.end_offsets.update(await asyncio.wait_for(
+                    self.consumer.end_offsets(list(assigned)), END_OFFSETS_TIMEOUT))
+            except (TimeoutError, KafkaError) as error:
+                log.warning("end offsets unavailable; caught-up state from the last fetch",
+                            extra={"error": repr(error)})
 
     async def step(self) -> int:
         """One batch: returns how many messages were read."""
@@ -195,9 +207,13 @@ class IngestStage:
                     and time.monotonic() - last[2] < HEARTBEAT_SECONDS:
                 continue  # nothing new to say (a heartbeat goes out every few seconds)
             source = source_name(tp.topic, tp.partition)
+            # the log end that came with these records (not the cached one: a re-created
+            # topic has the old one's partition names)
+            log_end = consumer.highwater(tp) if records else None
             chunks, self.max_t[tp] = build_chunks(
                 source, ((r.value, r.offset, r.timestamp) for r in records), max_t=max_t,
-                caught_up=caught_up, expected=expected)
+                caught_up=caught_up, expected=expected,
+                end=-1 if log_end is None else log_end)
             self.reported[tp] = (self.max_t[tp], caught_up, time.monotonic())
             raw = {r.offset: r for r in records} if any(c.dead for c in chunks) else {}
             for chunk in chunks:
@@ -416,7 +432,12 @@ class DetectStage:
                 self.dead_sink.add(letter)
             self.metrics.dead_letters.inc()
             return []
+        restarts = stage.restarts
         chunk = stage.accept(chunk)  # re-sent dead letters are not recorded twice either
+        if stage.restarts > restarts:
+            log.warning("source log restarted below what detection accepted (topic deleted "
+                        "and re-created, or truncated): reading its offsets afresh",
+                        extra={"source": chunk.source, "end": chunk.end})
         if self.dead_sink is not None:
             for letter in chunk.dead:
                 self.dead_sink.add(letter)

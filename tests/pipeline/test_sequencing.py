@@ -230,11 +230,11 @@ def records(events, start: int = 0) -> list[tuple[bytes, int, int]]:
 
 
 def feed_records(stage: DetectionStage, source: str, batch, *, caught_up: bool,
-                 expected: list[str]) -> list:
+                 expected: list[str], end: int = -1) -> list:
     """One ingest batch through build_chunks and the wire into ``stage``; its flags."""
     flags = []
     for c in build_chunks(source, batch, max_t=float("-inf"), caught_up=caught_up,
-                          expected=expected)[0]:
+                          expected=expected, end=end)[0]:
         flags += stage.feed(decode_chunk(encode_chunk(c)))
         flags += stage.advance()
     return flags
@@ -304,6 +304,27 @@ def test_a_resend_after_a_checkpoint_and_restore_is_still_dropped():
     restored.advance(idle=True)
     assert restored.redelivered == 8 and restored.released == stage.released + 1
     assert restored.source_offsets["events.login:0"] == 6
+
+
+def test_a_re_created_topic_is_read_afresh_not_dropped_as_re_sends():
+    expected = ["events.login:0"]
+    stage = new_stage()
+    old = [make_event("login", account_id="a1", t=float(t), event_id=f"old{t}") for t in range(5)]
+    feed_records(stage, "events.login:0", records(old), caught_up=True, expected=expected, end=5)
+    # a crash re-send: the log still reaches offset 4, so offsets 0-4 are re-sends
+    feed_records(stage, "events.login:0", records(old[:3]), caught_up=False, expected=expected,
+                 end=5)
+    assert stage.redelivered == 3 and stage.restarts == 0
+    # the topic is deleted and re-created: its log ends at 2, below the mark of 4
+    new = [make_event("login", account_id="a2", t=10.0 + t, event_id=f"new{t}") for t in range(2)]
+    feed_records(stage, "events.login:0", records(new), caught_up=True, expected=expected, end=2)
+    stage.advance(idle=True)
+    assert stage.restarts == 1 and stage.redelivered == 3
+    assert stage.released == len(old) + len(new)
+    assert stage.source_offsets == {"events.login:0": 1}
+    # and from there on re-sends of the new log are dropped as before
+    feed_records(stage, "events.login:0", records(new), caught_up=True, expected=expected, end=2)
+    assert stage.redelivered == 5 and stage.restarts == 1
 
 
 def test_offsets_are_per_source_partition():

@@ -482,3 +482,50 @@ async def end_offset(bootstrap: str, partition) -> int:
         return (await consumer.end_offsets([partition]))[partition]
     finally:
         await consumer.stop()
+
+
+def test_a_topic_deleted_and_re_created_under_a_running_worker_is_read_afresh(
+        kafka_bootstrap, tmp_path):
+    """Its offsets start again at 0: the new events must not be taken for re-sends."""
+    from kafka import KafkaAdminClient, KafkaProducer
+
+    from detectors.testing import make_event
+    from pipeline.produce import ensure_topics
+    from pipeline.worker import WorkerConfig, ensure_worker_topics
+    from schemas import encode_event
+
+    run = Run(kafka_bootstrap, tmp_path)
+    ensure_worker_topics(WorkerConfig(kafka=run.settings, engine_factory=lambda: None,
+                                      fingerprint=""))
+    topic = f"{run.prefix}events.login"
+
+    def produce(events) -> None:
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        for event in events:
+            producer.send(topic, key=b"a0", value=encode_event(event)).get(timeout=30)
+        producer.close()
+
+    before = [make_event("login", account_id="a0", t=60.0 * i, event_id=f"old{i}")
+              for i in range(30)]
+    after = [make_event("login", account_id="a0", t=3600.0 + 60.0 * i, event_id=f"new{i}")
+             for i in range(10)]
+    produce(before)
+    _, port = run.start_worker()
+    try:
+        wait_caught_up(run, len(before))
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.delete_topics([topic])
+            wait_until(lambda: topic not in admin.list_topics(), run)
+        finally:
+            admin.close()
+        ensure_topics(run.settings, [topic], 6)
+        produce(after)  # offsets 0-9 of the new topic, below the old mark of 29
+        wait_until(lambda: metrics(port).get("abuse_events_processed_total", 0)
+                   >= len(before) + len(after), run, timeout=120)
+        seen = metrics(port)
+    finally:
+        run.stop_all()
+    assert seen["abuse_events_processed_total"] == len(before) + len(after)
+    assert seen["abuse_duplicate_events"] == 0
+    assert "source log restarted" in run.logs()
