@@ -11,6 +11,8 @@ from collections.abc import Sequence
 __all__ = ["engine_factory", "main"]
 
 log = logging.getLogger("abuse_pipeline")
+REPLICATION_HELP = ("replication factor of the topics it creates (or ABUSE_REPLICATION_FACTOR; "
+                    "default -1: the broker's default.replication.factor)")
 
 
 def _csv(value: str) -> list[str]:
@@ -82,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
     produce.add_argument("--partitions", type=int, default=6,
                          help="partitions for topics that do not exist yet (default 6)")
+    produce.add_argument("--replication-factor", type=int, default=None,
+                         help=REPLICATION_HELP)
 
     worker = commands.add_parser(
         "worker", help="the streaming worker: events.* topics -> flags (Kafka, ClickHouse)")
@@ -99,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
                              "workers of one group that take over from each other share it")
     worker.add_argument("--partitions", type=int, default=6,
                         help="partitions for event topics the worker creates (default 6)")
+    worker.add_argument("--replication-factor", type=int, default=None, help=REPLICATION_HELP)
     worker.add_argument("--metrics-port", type=int, default=None,
                         help="Prometheus /metrics port (or ABUSE_METRICS_PORT; default 9108, "
                              "0: none)")

@@ -5,6 +5,7 @@
 | bootstrap servers | ``--bootstrap`` | ``ABUSE_BOOTSTRAP`` |
 | topic prefix | ``--topic-prefix`` | ``ABUSE_TOPIC_PREFIX`` (e.g. ``acme.``) |
 | consumer group | ``--group-id`` | ``ABUSE_GROUP_ID`` (default ``abuse-pipeline``) |
+| replication of topics it creates | ``--replication-factor`` | ``ABUSE_REPLICATION_FACTOR`` |
 | security protocol | | ``KAFKA_SECURITY_PROTOCOL`` (PLAINTEXT, SSL, SASL_SSL, ...) |
 | SASL | | ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` |
 | TLS | | ``KAFKA_SSL_CAFILE``, ``KAFKA_SSL_CERTFILE``, ``KAFKA_SSL_KEYFILE`` |
@@ -35,10 +36,18 @@ class KafkaSettings:
     topic_prefix: str = ""
     group_id: str = "abuse-pipeline"
     security: Mapping[str, Any] = field(default_factory=dict)
+    # of the topics we create; -1: the broker's default.replication.factor (Kafka >= 2.4)
+    replication_factor: int = -1
+
+    def __post_init__(self) -> None:
+        if self.replication_factor == 0 or self.replication_factor < -1:
+            raise ValueError(f"replication factor {self.replication_factor}: use 1 or more, "
+                             "or -1 for the broker's default.replication.factor")
 
     @classmethod
     def from_env(cls, *, bootstrap: str | None = None, topic_prefix: str | None = None,
-                 group_id: str | None = None, env: Mapping[str, str] = os.environ) -> KafkaSettings:
+                 group_id: str | None = None, replication_factor: int | None = None,
+                 env: Mapping[str, str] = os.environ) -> KafkaSettings:
         bootstrap = bootstrap or env.get("ABUSE_BOOTSTRAP")
         if not bootstrap:
             raise ValueError("no Kafka bootstrap servers: pass --bootstrap or set ABUSE_BOOTSTRAP")
@@ -61,6 +70,8 @@ class KafkaSettings:
                 "ABUSE_TOPIC_PREFIX", ""),
             group_id=group_id or env.get("ABUSE_GROUP_ID", "abuse-pipeline"),
             security=security,
+            replication_factor=replication_factor if replication_factor is not None else
+            _int(env, "ABUSE_REPLICATION_FACTOR", -1),
         )
 
     def topic(self, name: str) -> str:
@@ -84,3 +95,13 @@ class KafkaSettings:
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python clients."""
         return {"bootstrap_servers": self.bootstrap.split(","), **self.security}
+
+
+def _int(env: Mapping[str, str], variable: str, default: int) -> int:
+    value = env.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{variable}={value!r} is not a whole number") from None

@@ -7,7 +7,7 @@ line number and reason and not sent.
 
 from __future__ import annotations
 
-import contextlib
+import re
 import sys
 import time
 from collections import Counter
@@ -39,14 +39,21 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int,
                   configs: dict[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the ones created."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     admin = KafkaAdminClient(**settings.client_kwargs())
     try:
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process made it
-                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
+            try:
+                admin.create_topics([NewTopic(name, partitions, settings.replication_factor,
+                                              topic_configs=configs or {})])
+            except TopicAlreadyExistsError:
+                pass  # another process made it
+            except KafkaError as error:  # the broker refused (not a connection problem)
+                raise ValueError(
+                    f"cannot create topic {name} ({partitions} partitions, replication factor "
+                    f"{settings.replication_factor}): {_broker_message(error)}") from error
         return missing
     finally:
         admin.close()
@@ -97,3 +104,9 @@ def produce_file(path: str, settings: KafkaSettings, *, partitions: int = 6,
             stream.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _broker_message(error: Exception) -> str:
+    """The broker's own words (``error_message='...'``) when the error carries them."""
+    found = re.search(r"error_message='([^']*)'", str(error))
+    return found.group(1) if found else str(error)

@@ -18,7 +18,8 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "produce":
         from pipeline.produce import produce_file
 
-        settings = KafkaSettings.from_env(bootstrap=args.bootstrap)
+        settings = KafkaSettings.from_env(bootstrap=args.bootstrap,
+                                          replication_factor=args.replication_factor)
         summary = produce_file(args.input, settings, partitions=args.partitions)
         print(summary.render(), file=sys.stderr)
         return 0
@@ -31,7 +32,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     env = os.environ
     settings = KafkaSettings.from_env(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
-                                      group_id=args.group_id)
+                                      group_id=args.group_id,
+                                      replication_factor=args.replication_factor)
     make_engine = engine_factory(args)
     metrics_port = args.metrics_port if args.metrics_port is not None else int(
         env.get("ABUSE_METRICS_PORT", "9108"))

@@ -2,6 +2,7 @@
 
 import json
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -35,7 +36,8 @@ def read_all(bootstrap, topics, *, expected, deadline_s=60.0):
 
 def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out(
         kafka_bootstrap, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ABUSE_TOPIC_PREFIX", "produce-test.")
+    prefix = f"produce-test-{uuid.uuid4().hex[:8]}."  # a broker reused across runs keeps topics
+    monkeypatch.setenv("ABUSE_TOPIC_PREFIX", prefix)
     kinds = ["signup", "login", "usage", "purchase", "refund"]
     extra = {"refund": {"order_id": "o-1"}}
     events = [make_event(kind, account_id=f"acct{i % 7}", t=float(i), **extra.get(kind, {}))
@@ -50,7 +52,7 @@ def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out
     assert f"{source}:11: not sent: not valid JSON" in report
     assert f"{source}:12: not sent:" in report and "100 sent, 2 invalid" in report
 
-    topics = [f"produce-test.events.{kind}" for kind in kinds]
+    topics = [f"{prefix}events.{kind}" for kind in kinds]
     received = read_all(kafka_bootstrap, topics, expected=100)
     assert len(received) == 100
     assert Counter(m.topic for m in received) == {topic: 20 for topic in topics}
@@ -60,3 +62,27 @@ def test_events_land_on_their_topics_keyed_by_account_and_invalid_lines_stay_out
         assert message.topic.endswith(body["type"])
     partitions = {m.partition for m in received}
     assert len(partitions) > 1  # six partitions were created, keys spread over them
+
+
+def test_topics_are_created_with_the_brokers_default_replication_or_a_clear_error(
+        kafka_bootstrap, tmp_path, capsys, monkeypatch):
+    from kafka.admin import KafkaAdminClient
+
+    prefix = f"produce-rf-{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("ABUSE_TOPIC_PREFIX", prefix)
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(encode_event(make_event("usage", account_id="a1", t=0.0)) + b"\n")
+    # more replicas than this one-broker cluster has: refused with the broker's reason
+    assert main(["produce", "--input", str(source), "--bootstrap", kafka_bootstrap,
+                 "--replication-factor", "2"]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot create topic {prefix}events." in error
+    assert "replication factor 2" in error and "broker" in error
+    # the default: the broker's default.replication.factor (1 here)
+    assert main(["produce", "--input", str(source), "--bootstrap", kafka_bootstrap]) == 0
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = admin.describe_topics([f"{prefix}events.usage"])
+    finally:
+        admin.close()
+    assert [len(p["replica_nodes"]) for p in described[0]["partitions"]] == [1] * 6

@@ -1,0 +1,26 @@
+"""Kafka settings from flags and environment variables."""
+
+import pytest
+
+from pipeline.kafka_settings import KafkaSettings
+
+
+def test_replication_factor_defaults_to_the_brokers_default():
+    assert KafkaSettings.from_env(bootstrap="b:9092", env={}).replication_factor == -1
+
+
+def test_replication_factor_from_the_environment_and_a_flag_that_wins():
+    env = {"ABUSE_REPLICATION_FACTOR": "3"}
+    assert KafkaSettings.from_env(bootstrap="b:9092", env=env).replication_factor == 3
+    assert KafkaSettings.from_env(bootstrap="b:9092", replication_factor=2,
+                                  env=env).replication_factor == 2
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("three", "ABUSE_REPLICATION_FACTOR='three' is not a whole number"),
+    ("0", "replication factor 0: use 1 or more"),
+    ("-2", "replication factor -2: use 1 or more"),
+])
+def test_a_bad_replication_factor_is_a_clear_error(value, message):
+    with pytest.raises(ValueError, match=message):
+        KafkaSettings.from_env(bootstrap="b:9092", env={"ABUSE_REPLICATION_FACTOR": value})
