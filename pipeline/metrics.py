@@ -43,6 +43,10 @@ class WorkerMetrics:
         self.duplicates = Gauge("abuse_duplicate_events",
                                 "Re-delivered events dropped (since detection began)",
                                 registry=registry)
+        self.source_restarts = Counter(
+            "abuse_source_restarts",
+            "Source partitions whose log restarted below what detection had accepted "
+            "(topic deleted and re-created, or truncated): read afresh", registry=registry)
         self.late = Gauge("abuse_late_events",
                           "Events older than the watermark, processed at once",
                           registry=registry)

@@ -435,6 +435,7 @@ class DetectStage:
         restarts = stage.restarts
         chunk = stage.accept(chunk)  # re-sent dead letters are not recorded twice either
         if stage.restarts > restarts:
+            self.metrics.source_restarts.inc(stage.restarts - restarts)
             log.warning("source log restarted below what detection accepted (topic deleted "
                         "and re-created, or truncated): reading its offsets afresh",
                         extra={"source": chunk.source, "end": chunk.end})

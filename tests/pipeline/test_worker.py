@@ -528,4 +528,5 @@ def test_a_topic_deleted_and_re_created_under_a_running_worker_is_read_afresh(
         run.stop_all()
     assert seen["abuse_events_processed_total"] == len(before) + len(after)
     assert seen["abuse_duplicate_events"] == 0
+    assert seen["abuse_source_restarts_total"] == 1
     assert "source log restarted" in run.logs()
