@@ -3,9 +3,10 @@
 Logins are seen from four sides, each a key with its own bounded state:
 
 - ``ip:`` / ``dev:`` / ``net:`` keys see attempts against many accounts. One IP or device
-  failing against many distinct accounts in a short window, mostly failing, is credential
-  stuffing: every account it hit is flagged, and a success from it (a likely takeover) too.
-  An office NAT has many accounts too, but mostly successful logins.
+  failing against many distinct accounts within hours (a /24 within the hour: over hours a
+  busy subnet gathers failed strangers), mostly failing, is credential stuffing: every
+  account it hit is flagged, and a success from it (a likely takeover) too. An office NAT
+  has many accounts too, but mostly successful logins.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
   failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
   brute-force threshold; the rolling mean and variance of the gaps between logins
@@ -128,7 +129,10 @@ class LoginFrequency(DetectorBase):
     Parameters
     ----------
     window_minutes
-        Window for failures, per account and per IP/device/subnet.
+        Window for failures per account (brute force) and per /24 subnet.
+    stuffing_window_minutes
+        Window for failures per IP and per device: attackers also go slowly, a few accounts
+        an hour, which one hour would not gather.
     stuffing_min_accounts
         Distinct accounts one IP or device must fail against (twice that for a /24).
     stuffing_min_failure_ratio
@@ -153,6 +157,7 @@ class LoginFrequency(DetectorBase):
         self,
         *,
         window_minutes: float = 60.0,
+        stuffing_window_minutes: float = 360.0,
         stuffing_min_accounts: int = 5,
         stuffing_min_failure_ratio: float = 0.6,
         brute_force_min_failures: int = 10,
@@ -165,7 +170,8 @@ class LoginFrequency(DetectorBase):
         threshold: float = 0.6,
     ) -> None:
         check_positive(
-            window_minutes=window_minutes, stuffing_min_accounts=stuffing_min_accounts,
+            window_minutes=window_minutes, stuffing_window_minutes=stuffing_window_minutes,
+            stuffing_min_accounts=stuffing_min_accounts,
             brute_force_min_failures=brute_force_min_failures,
             sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
             sharing_min_countries=sharing_min_countries, max_speed_kmh=max_speed_kmh,
@@ -174,6 +180,7 @@ class LoginFrequency(DetectorBase):
         check_unit_interval(stuffing_min_failure_ratio=stuffing_min_failure_ratio,
                             threshold=threshold)
         self.window_minutes = window_minutes
+        self.stuffing_window_minutes = stuffing_window_minutes
         self.stuffing_min_accounts = stuffing_min_accounts
         self.stuffing_min_failure_ratio = stuffing_min_failure_ratio
         self.brute_force_min_failures = brute_force_min_failures
@@ -204,7 +211,7 @@ class LoginFrequency(DetectorBase):
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         if state.__class__ is EntityState:  # the many: checked on every sweep
             attempts = state.attempts
-            return not attempts or attempts[-1][0] < now - self.window_minutes * 60
+            return not attempts or attempts[-1][0] < now - self._entity_window(state.key)
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
         return state.last_t is None or state.last_t < now - horizon
 
@@ -220,9 +227,16 @@ class LoginFrequency(DetectorBase):
             self._learn_account(state, obs, verdict)
 
     # -- one IP, device or subnet against many accounts ---------------------------------
+    def _entity_window(self, key: str) -> float:
+        """Seconds of attempts an entity is judged on: a /24 over the short window only (over
+        hours a busy subnet gathers failed strangers), one IP or device over the long one."""
+        if key.startswith("net:"):
+            return self.window_minutes * 60
+        return self.stuffing_window_minutes * 60
+
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
         event = obs.event
-        since = obs.t - self.window_minutes * 60
+        since = obs.t - self._entity_window(state.key)
         attempts, failures = len(state.attempts), state.failures
         stale: dict[str, int] = _NONE  # failures that left the window since the last learn
         stale_ok: dict[str, int] = _NONE
@@ -260,7 +274,8 @@ class LoginFrequency(DetectorBase):
         entity = _ENTITY[kind].format(value)
         reasons = [
             f"{entity} failed logins against {len(failed)} accounts in "
-            f"{self.window_minutes:.0f} min ({failure_ratio:.0%} of its attempts failed)"
+            f"{self._entity_window(state.key) / 60:.0f} min ({failure_ratio:.0%} of its attempts "
+            "failed)"
         ]
         score = min(0.99, 0.7 + 0.29 * (len(failed) - needed) / (3 * needed))
         if event.success:
@@ -282,7 +297,7 @@ class LoginFrequency(DetectorBase):
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
-        since = obs.t - self.window_minutes * 60
+        since = obs.t - self._entity_window(state.key)
         attempts = state.attempts
         while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
             state.evict_oldest()

@@ -139,6 +139,37 @@ class TestCredentialStuffing:
                        f.reasons) for own in flags.values() for f in own)
 
 
+    def test_slow_stuffing_from_one_ip_over_hours_is_flagged(self):
+        # four accounts an hour, under the five a one-hour window needs: over the hours the
+        # IP still fails against 16 accounts that never get in
+        rng = random.Random(14)
+        start = 3 * DAY + 20 * HOUR
+        targets = [f"slow-{i:02d}" for i in range(16)]
+        attack = [login(a, start + i * 15 * MINUTE + rng.uniform(0, 60), ip=STUFFER_IP,
+                        device=f"hb-{rng.getrandbits(32):08x}", success=False, country="NL")
+                  for i, a in enumerate(targets)]
+        flags = replay(attack + ordinary_users(rng, start, 4))
+        assert set(flags) == set(targets)
+        assert all(f.evidence["pattern"] == "credential_stuffing"
+                   for own in flags.values() for f in own)
+
+    def test_hotel_wifi_where_a_few_guests_give_up_over_a_day_is_quiet(self):
+        rng = random.Random(15)
+        events = []
+        for i in range(80):
+            t = 4 * DAY + rng.uniform(7, 23) * HOUR
+            device = f"d-guest-{i:02d}"
+            if i % 11 == 0:  # a wrong password, then no login from here
+                events.append(login(f"guest{i:02d}", t, ip="81.2.69.160", device=device,
+                                    success=False, country="GB"))
+                continue
+            for k in range(rng.randint(1, 3)):
+                events.append(login(f"guest{i:02d}", t + k * HOUR, ip="81.2.69.160",
+                                    device=device, country="GB"))
+        assert sum(not e.success for e in events) >= 7
+        assert replay(events) == {}
+
+
 class TestOneAccount:
     def test_brute_force_25_failures_in_20_minutes_from_two_ips(self):
         rng = random.Random(14)
