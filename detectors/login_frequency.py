@@ -3,10 +3,10 @@
 Logins are seen from four sides, each a key with its own bounded state:
 
 - ``ip:`` / ``dev:`` / ``net:`` keys see attempts against many accounts. One IP or device
-  failing against many distinct accounts within hours (a /24 within the hour: over hours a
-  busy subnet gathers failed strangers), mostly failing, is credential stuffing: every
-  account it hit is flagged, and a success from it (a likely takeover) too. An office NAT
-  has many accounts too, but mostly successful logins.
+  failing against many distinct accounts within hours (a /24 against three times as many),
+  mostly failing, is credential stuffing: every account it hit is flagged, and a success from
+  it (a likely takeover) too. An office NAT has many accounts too, but mostly successful
+  logins.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
   failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
   brute-force threshold; the rolling mean and variance of the gaps between logins
@@ -22,7 +22,7 @@ Examples
 >>> flagged[0][0], flagged[0][1].also_flag
 ('victim4', ('victim0', 'victim1', 'victim2', 'victim3'))
 >>> flagged[0][1].reasons[0]
-'IP 203.0.113.9 failed logins against 5 accounts in 60 min (100% of its attempts failed)'
+'IP 203.0.113.9 failed logins against 5 accounts in 6 h (100% of its attempts failed)'
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ __all__ = ["LoginFrequency"]
 PRIOR_FAILURE_RATE = 1 / 20
 _ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
 _NONE: dict[str, int] = {}  # read-only: no attempt left the window
+# A /24 needs this many times the accounts of one IP or device: over hours a busy subnet
+# gathers strangers who failed once and logged in elsewhere.
+SUBNET_FACTOR = 3
 TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
 
 
@@ -129,12 +132,12 @@ class LoginFrequency(DetectorBase):
     Parameters
     ----------
     window_minutes
-        Window for failures per account (brute force) and per /24 subnet.
+        Window for failures per account (brute force).
     stuffing_window_minutes
-        Window for failures per IP and per device: attackers also go slowly, a few accounts
+        Window for failures per IP, device and /24: attackers also go slowly, a few accounts
         an hour, which one hour would not gather.
     stuffing_min_accounts
-        Distinct accounts one IP or device must fail against (twice that for a /24).
+        Distinct accounts one IP or device must fail against (three times that for a /24).
     stuffing_min_failure_ratio
         Share of the entity's attempts that failed, so a busy office NAT stays quiet.
     brute_force_min_failures
@@ -211,7 +214,7 @@ class LoginFrequency(DetectorBase):
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         if state.__class__ is EntityState:  # the many: checked on every sweep
             attempts = state.attempts
-            return not attempts or attempts[-1][0] < now - self._entity_window(state.key)
+            return not attempts or attempts[-1][0] < now - self.stuffing_window_minutes * 60
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
         return state.last_t is None or state.last_t < now - horizon
 
@@ -227,16 +230,9 @@ class LoginFrequency(DetectorBase):
             self._learn_account(state, obs, verdict)
 
     # -- one IP, device or subnet against many accounts ---------------------------------
-    def _entity_window(self, key: str) -> float:
-        """Seconds of attempts an entity is judged on: a /24 over the short window only (over
-        hours a busy subnet gathers failed strangers), one IP or device over the long one."""
-        if key.startswith("net:"):
-            return self.window_minutes * 60
-        return self.stuffing_window_minutes * 60
-
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
         event = obs.event
-        since = obs.t - self._entity_window(state.key)
+        since = obs.t - self.stuffing_window_minutes * 60
         attempts, failures = len(state.attempts), state.failures
         stale: dict[str, int] = _NONE  # failures that left the window since the last learn
         stale_ok: dict[str, int] = _NONE
@@ -255,7 +251,8 @@ class LoginFrequency(DetectorBase):
         if not event.success:
             failures += 1
         failure_ratio = failures / attempts
-        needed = self.stuffing_min_accounts * (2 if state.key.startswith("net:") else 1)
+        needed = self.stuffing_min_accounts * (SUBNET_FACTOR if state.key.startswith("net:")
+                                               else 1)
         new_account = not event.success and event.account_id not in state.failed_by
         if (len(state.failed_by) + new_account < needed
                 or failure_ratio < self.stuffing_min_failure_ratio):
@@ -274,7 +271,7 @@ class LoginFrequency(DetectorBase):
         entity = _ENTITY[kind].format(value)
         reasons = [
             f"{entity} failed logins against {len(failed)} accounts in "
-            f"{self._entity_window(state.key) / 60:.0f} min ({failure_ratio:.0%} of its attempts "
+            f"{_span(self.stuffing_window_minutes)} ({failure_ratio:.0%} of its attempts "
             "failed)"
         ]
         score = min(0.99, 0.7 + 0.29 * (len(failed) - needed) / (3 * needed))
@@ -292,12 +289,12 @@ class LoginFrequency(DetectorBase):
                 "failure_ratio": round(failure_ratio, 3),
             },
             also_flag=earlier,
-            severity="high" if event.success or len(failed) >= 3 * needed else None,
+            severity="high" if event.success else None,  # a takeover; else by score
         )
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
-        since = obs.t - self._entity_window(state.key)
+        since = obs.t - self.stuffing_window_minutes * 60
         attempts = state.attempts
         while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
             state.evict_oldest()
@@ -449,3 +446,8 @@ class LoginFrequency(DetectorBase):
             if t > state.folded_t and not flagged:
                 state.failure_rate.update(not success)
         state.folded_t = max(state.folded_t, until)
+
+
+def _span(minutes: float) -> str:
+    """``360`` -> ``"6 h"``, ``45`` -> ``"45 min"``."""
+    return f"{minutes / 60:g} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes:g} min"

@@ -153,6 +153,35 @@ class TestCredentialStuffing:
         assert all(f.evidence["pattern"] == "credential_stuffing"
                    for own in flags.values() for f in own)
 
+    def test_slow_stuffing_rotating_through_one_subnet_is_flagged(self):
+        # 8 addresses of one /24, 20 accounts over 5 hours: no address reaches five accounts
+        rng = random.Random(16)
+        start = 6 * DAY + 9 * HOUR
+        hosts = rng.sample(range(2, 254), 8)
+        targets = [f"rot-{i:02d}" for i in range(20)]
+        attack = [login(a, start + i * 15 * MINUTE + rng.uniform(0, 60),
+                        ip=f"193.94.66.{hosts[i % 8]}", device=f"hb-{rng.getrandbits(32):08x}",
+                        success=False, country="DE")
+                  for i, a in enumerate(targets)]
+        flags = replay(attack + ordinary_users(rng, start, 5))
+        assert set(flags) == set(targets)
+        assert any(r.startswith("subnet 193.94.66.0/24 failed logins against") for own in
+                   flags.values() for f in own for r in f.reasons)
+
+    def test_a_subnet_where_a_dozen_strangers_mistype_over_hours_is_quiet(self):
+        # a busy residential /24: twelve people fail once in six hours and log in from home
+        # later; fewer than three times what one address needs
+        rng = random.Random(17)
+        start = 7 * DAY + 8 * HOUR
+        events = []
+        for i in range(12):
+            t = start + rng.uniform(0, 6) * HOUR
+            events.append(login(f"resident{i:02d}", t, ip=f"86.181.107.{10 + i}",
+                                device=f"d-res-{i}", success=False, country="GB"))
+            events.append(login(f"resident{i:02d}", t + 2 * HOUR, ip=f"31.94.{i}.7",
+                                device=f"d-res-{i}", country="GB"))
+        assert replay(events) == {}
+
     def test_hotel_wifi_where_a_few_guests_give_up_over_a_day_is_quiet(self):
         rng = random.Random(15)
         events = []
