@@ -54,6 +54,7 @@ _NONE: dict[str, int] = {}  # read-only: no attempt left the window
 # A /24 needs this many times the accounts of one IP or device: over hours a busy subnet
 # gathers strangers who failed once and logged in elsewhere.
 SUBNET_FACTOR = 3
+SLOW_FACTOR = 2  # failures on one account over the slow window, against the fast window's
 TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
 
 
@@ -133,9 +134,10 @@ class LoginFrequency(DetectorBase):
     ----------
     window_minutes
         Window for failures per account (brute force).
-    stuffing_window_minutes
-        Window for failures per IP, device and /24: attackers also go slowly, a few accounts
-        an hour, which one hour would not gather.
+    slow_window_minutes
+        Window for slow attacks, a few attempts an hour, which one hour would not gather:
+        failures per IP, device and /24 (stuffing), and per account at twice the count
+        (brute force).
     stuffing_min_accounts
         Distinct accounts one IP or device must fail against (three times that for a /24).
     stuffing_min_failure_ratio
@@ -160,7 +162,7 @@ class LoginFrequency(DetectorBase):
         self,
         *,
         window_minutes: float = 60.0,
-        stuffing_window_minutes: float = 360.0,
+        slow_window_minutes: float = 360.0,
         stuffing_min_accounts: int = 5,
         stuffing_min_failure_ratio: float = 0.6,
         brute_force_min_failures: int = 10,
@@ -173,7 +175,7 @@ class LoginFrequency(DetectorBase):
         threshold: float = 0.6,
     ) -> None:
         check_positive(
-            window_minutes=window_minutes, stuffing_window_minutes=stuffing_window_minutes,
+            window_minutes=window_minutes, slow_window_minutes=slow_window_minutes,
             stuffing_min_accounts=stuffing_min_accounts,
             brute_force_min_failures=brute_force_min_failures,
             sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
@@ -183,7 +185,7 @@ class LoginFrequency(DetectorBase):
         check_unit_interval(stuffing_min_failure_ratio=stuffing_min_failure_ratio,
                             threshold=threshold)
         self.window_minutes = window_minutes
-        self.stuffing_window_minutes = stuffing_window_minutes
+        self.slow_window_minutes = slow_window_minutes
         self.stuffing_min_accounts = stuffing_min_accounts
         self.stuffing_min_failure_ratio = stuffing_min_failure_ratio
         self.brute_force_min_failures = brute_force_min_failures
@@ -214,7 +216,7 @@ class LoginFrequency(DetectorBase):
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         if state.__class__ is EntityState:  # the many: checked on every sweep
             attempts = state.attempts
-            return not attempts or attempts[-1][0] < now - self.stuffing_window_minutes * 60
+            return not attempts or attempts[-1][0] < now - self.slow_window_minutes * 60
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
         return state.last_t is None or state.last_t < now - horizon
 
@@ -232,7 +234,7 @@ class LoginFrequency(DetectorBase):
     # -- one IP, device or subnet against many accounts ---------------------------------
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
         event = obs.event
-        since = obs.t - self.stuffing_window_minutes * 60
+        since = obs.t - self.slow_window_minutes * 60
         attempts, failures = len(state.attempts), state.failures
         stale: dict[str, int] = _NONE  # failures that left the window since the last learn
         stale_ok: dict[str, int] = _NONE
@@ -271,7 +273,7 @@ class LoginFrequency(DetectorBase):
         entity = _ENTITY[kind].format(value)
         reasons = [
             f"{entity} failed logins against {len(failed)} accounts in "
-            f"{_span(self.stuffing_window_minutes)} ({failure_ratio:.0%} of its attempts "
+            f"{_span(self.slow_window_minutes)} ({failure_ratio:.0%} of its attempts "
             "failed)"
         ]
         score = min(0.99, 0.7 + 0.29 * (len(failed) - needed) / (3 * needed))
@@ -294,7 +296,7 @@ class LoginFrequency(DetectorBase):
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
-        since = obs.t - self.stuffing_window_minutes * 60
+        since = obs.t - self.slow_window_minutes * 60
         attempts = state.attempts
         while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
             state.evict_oldest()
@@ -326,21 +328,29 @@ class LoginFrequency(DetectorBase):
         return merge(findings) if findings else None
 
     def _brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
-        since = obs.t - self.window_minutes * 60
-        failures = 0 if obs.event.success else 1
-        for login in reversed(state.logins):  # newest first: stop at the window's edge
-            if login[0] < since:
+        fast_since = obs.t - self.window_minutes * 60
+        slow_since = obs.t - self.slow_window_minutes * 60
+        fast = slow = 0 if obs.event.success else 1
+        for login in reversed(state.logins):  # newest first: stop at the slow window's edge
+            if login[0] < slow_since:
                 break
-            failures += not login[1]
-        if failures < self.brute_force_min_failures:
+            if not login[1]:
+                slow += 1
+                fast += login[0] >= fast_since
+        least = self.brute_force_min_failures
+        if fast < least and slow < SLOW_FACTOR * least:
             return None  # the fewest failures any baseline needs (below): most logins stop here
         rate = state.failure_rate
         usual = rate.alpha / (rate.alpha + rate.beta)
         # an account that often fails (a shared script, a forgetful owner) needs more
-        needed = self.brute_force_min_failures * (1 + 4 * max(0.0, usual - PRIOR_FAILURE_RATE))
-        if failures < needed:
+        needed = least * (1 + 4 * max(0.0, usual - PRIOR_FAILURE_RATE))
+        if fast >= needed:
+            failures, span = fast, self.window_minutes
+        elif slow >= SLOW_FACTOR * needed:  # slowly, over hours: twice as many
+            failures, span, needed = slow, self.slow_window_minutes, SLOW_FACTOR * needed
+        else:
             return None
-        reasons = [f"{failures} failed logins in {self.window_minutes:.0f} min "
+        reasons = [f"{failures} failed logins in {_span(span)} "
                    f"(usual failure rate {usual:.0%})"]
         score = min(0.99, 0.75 + 0.24 * (failures - needed) / (2 * needed))
         if obs.event.success:
@@ -421,13 +431,13 @@ class LoginFrequency(DetectorBase):
             state.gaps.update(gap)
             state.n_gaps += 1
         state.last_t = obs.t
-        horizon = obs.t - max(self.sharing_window_hours * HOUR, self.window_minutes * 60)
+        horizon = obs.t - max(self.sharing_window_hours * HOUR, self.slow_window_minutes * 60)
         logins = state.logins
         while logins and logins[0][0] < horizon:
             logins.popleft()
         if verdict is not None:
             # The whole burst belongs to the abuse, not only the login that tipped it over.
-            since = obs.t - self.window_minutes * 60
+            since = obs.t - self.slow_window_minutes * 60
             state.logins = deque(((*lg[:4], True) if lg[0] >= since else lg for lg in logins),
                                  maxlen=logins.maxlen)
         state.logins.append((obs.t, event.success, event.device_id, event.country,
@@ -436,10 +446,10 @@ class LoginFrequency(DetectorBase):
     def _fold_baseline(self, state: AccountState, now: float) -> None:
         """Learn the usual failure rate from logins that left the window, never flagged ones.
 
-        Folding only what left the window keeps an attack in progress out of the baseline it
-        is measured against.
+        Folding only what left the (slow) window keeps an attack in progress, even a slow
+        one, out of the baseline it is measured against.
         """
-        until = now - self.window_minutes * 60
+        until = now - self.slow_window_minutes * 60
         for t, success, _, _, flagged in state.logins:
             if t > until:
                 break
@@ -449,5 +459,5 @@ class LoginFrequency(DetectorBase):
 
 
 def _span(minutes: float) -> str:
-    """``360`` -> ``"6 h"``, ``45`` -> ``"45 min"``."""
-    return f"{minutes / 60:g} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes:g} min"
+    """``360`` -> ``"6 h"``, ``60`` -> ``"60 min"``."""
+    return f"{minutes / 60:g} h" if minutes >= 120 and minutes % 60 == 0 else f"{minutes:g} min"

@@ -6,6 +6,7 @@ the scenario is about machine regularity.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 
@@ -217,6 +218,31 @@ class TestOneAccount:
         assert own[0].reasons[0].startswith("10 failed logins in 60 min")
         assert own[-1].evidence["failures"] <= 25
         assert own[-1].severity in {"medium", "high"}
+
+    def test_slow_brute_force_over_hours_is_flagged(self):
+        # a guess every 8-16 minutes (irregular, so no script rhythm): never ten in one hour
+        rng = random.Random(33)
+        start = 4 * DAY + 1 * HOUR
+        times = list(itertools.accumulate(rng.uniform(8, 16) * MINUTE for _ in range(30)))
+        events = [login("target", start + t, ip="91.204.14.2", device="d-attacker",
+                        success=False, country="RU") for t in times]
+        events += [login("target", d * DAY + rng.uniform(8, 20) * HOUR, ip="73.14.88.2",
+                         device="d-owner-mac") for d in range(3)]
+        flags = replay(events + ordinary_users(rng, start, 5))
+        assert set(flags) == {"target"}
+        first = flags["target"][0]
+        assert first.evidence["pattern"] == "brute_force"
+        assert first.reasons[0].startswith("20 failed logins in 6 h")
+
+    def test_a_forgetful_owner_failing_a_dozen_times_over_a_day_is_quiet(self):
+        rng = random.Random(34)
+        events = []
+        for hour in range(9, 21):  # a wrong saved password on one device, hour after hour
+            t = 5 * DAY + hour * HOUR + rng.uniform(0, 600)
+            events += [login("forgetful", t, ip="73.14.88.2", device="d-old-laptop",
+                             success=False),
+                       login("forgetful", t + 90, ip="73.14.88.2", device="d-phone")]
+        assert replay(events) == {}
 
     def test_account_shared_from_five_devices_in_four_countries_in_a_day(self):
         places = [("US", "d-iphone-a1", "67.180.2.9", 0.0),
