@@ -197,6 +197,10 @@ class LoginFrequency(DetectorBase):
         self.scripted_max_cv = scripted_max_cv
         self.threshold = threshold
 
+    @property
+    def _slow_seconds(self) -> float:
+        return self.slow_window_minutes * 60
+
     # -- protocol -----------------------------------------------------------------------
     def keys(self, obs: Observation) -> Sequence[str]:
         event = obs.event
@@ -216,7 +220,7 @@ class LoginFrequency(DetectorBase):
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         if state.__class__ is EntityState:  # the many: checked on every sweep
             attempts = state.attempts
-            return not attempts or attempts[-1][0] < now - self.slow_window_minutes * 60
+            return not attempts or attempts[-1][0] < now - self._slow_seconds
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
         return state.last_t is None or state.last_t < now - horizon
 
@@ -234,7 +238,7 @@ class LoginFrequency(DetectorBase):
     # -- one IP, device or subnet against many accounts ---------------------------------
     def _score_entity(self, state: EntityState, obs: Observation) -> Verdict | None:
         event = obs.event
-        since = obs.t - self.slow_window_minutes * 60
+        since = obs.t - self._slow_seconds
         attempts, failures = len(state.attempts), state.failures
         stale: dict[str, int] = _NONE  # failures that left the window since the last learn
         stale_ok: dict[str, int] = _NONE
@@ -296,7 +300,7 @@ class LoginFrequency(DetectorBase):
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
-        since = obs.t - self.slow_window_minutes * 60
+        since = obs.t - self._slow_seconds
         attempts = state.attempts
         while attempts and (attempts[0][0] < since or len(attempts) >= state.MAX_ATTEMPTS):
             state.evict_oldest()
@@ -329,7 +333,7 @@ class LoginFrequency(DetectorBase):
 
     def _brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
         fast_since = obs.t - self.window_minutes * 60
-        slow_since = obs.t - self.slow_window_minutes * 60
+        slow_since = obs.t - self._slow_seconds
         fast = slow = 0 if obs.event.success else 1
         for login in reversed(state.logins):  # newest first: stop at the slow window's edge
             if login[0] < slow_since:
@@ -431,13 +435,13 @@ class LoginFrequency(DetectorBase):
             state.gaps.update(gap)
             state.n_gaps += 1
         state.last_t = obs.t
-        horizon = obs.t - max(self.sharing_window_hours * HOUR, self.slow_window_minutes * 60)
+        horizon = obs.t - max(self.sharing_window_hours * HOUR, self._slow_seconds)
         logins = state.logins
         while logins and logins[0][0] < horizon:
             logins.popleft()
         if verdict is not None:
             # The whole burst belongs to the abuse, not only the login that tipped it over.
-            since = obs.t - self.slow_window_minutes * 60
+            since = obs.t - self._slow_seconds
             state.logins = deque(((*lg[:4], True) if lg[0] >= since else lg for lg in logins),
                                  maxlen=logins.maxlen)
         state.logins.append((obs.t, event.success, event.device_id, event.country,
@@ -449,7 +453,7 @@ class LoginFrequency(DetectorBase):
         Folding only what left the (slow) window keeps an attack in progress, even a slow
         one, out of the baseline it is measured against.
         """
-        until = now - self.slow_window_minutes * 60
+        until = now - self._slow_seconds
         for t, success, _, _, flagged in state.logins:
             if t > until:
                 break

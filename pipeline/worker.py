@@ -209,11 +209,10 @@ class IngestStage:
             source = source_name(tp.topic, tp.partition)
             # the log end that came with these records (not the cached one: a re-created
             # topic has the old one's partition names)
-            log_end = consumer.highwater(tp) if records else None
+            log_end = (consumer.highwater(tp) or -1) if records else -1
             chunks, self.max_t[tp] = build_chunks(
                 source, ((r.value, r.offset, r.timestamp) for r in records), max_t=max_t,
-                caught_up=caught_up, expected=expected,
-                end=-1 if log_end is None else log_end)
+                caught_up=caught_up, expected=expected, end=log_end)
             self.reported[tp] = (self.max_t[tp], caught_up, time.monotonic())
             raw = {r.offset: r for r in records} if any(c.dead for c in chunks) else {}
             for chunk in chunks:
