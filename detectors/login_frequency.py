@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from itertools import pairwise
@@ -45,6 +46,7 @@ from detectors.base import (
 )
 from detectors.geo import distance_km
 from detectors.linking import subnet24
+from schemas.flags import severity_of
 
 __all__ = ["LoginFrequency"]
 
@@ -295,7 +297,9 @@ class LoginFrequency(DetectorBase):
                 "failure_ratio": round(failure_ratio, 3),
             },
             also_flag=earlier,
-            severity="high" if event.success else None,  # a takeover; else by score
+            # high means taken over; an account only tried is at most medium, so that its
+            # takeover, should it follow, still raises a flag
+            severity="high" if event.success else severity_of(score, high=math.inf),
         )
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:

@@ -124,6 +124,20 @@ class TestCredentialStuffing:
         assert [f.severity for f in flags["fresh-hit"]] == ["high"]
         assert flags["fresh-hit"][0].score >= 0.95
 
+    def test_a_victim_of_a_large_attack_is_medium_until_it_is_taken_over(self):
+        # the 30th account tried comes when the attack is already large; its password works
+        # ten minutes later: that takeover must still raise a high flag
+        rng = random.Random(17)
+        start = 3 * DAY + 4 * HOUR
+        attack = stuffing_attack(rng, start)
+        last = max(attack, key=lambda e: e.ts).account_id
+        takeover = login(last, start + 50 * MINUTE, ip=STUFFER_IP, device="hb-77aa0300",
+                         country="NL", agent="python-requests/2.31")
+        flags = replay([*attack, takeover])
+        assert [f.severity for f in flags[last]] == ["medium", "high"]
+        assert any("likely takeover" in r for r in flags[last][-1].reasons)
+        assert all(f.severity != "high" for a, own in flags.items() if a != last for f in own)
+
     def test_stuffing_from_one_device_across_rotating_ips(self):
         rng = random.Random(13)
         start = 1 * DAY + 14 * HOUR
