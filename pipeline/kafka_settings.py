@@ -24,7 +24,7 @@ from typing import Any
 
 from schemas.events import EVENT_TYPES
 
-__all__ = ["DEAD_LETTER_TOPIC", "FLAGS_TOPIC", "KafkaSettings"]
+__all__ = ["DEAD_LETTER_TOPIC", "FLAGS_TOPIC", "KafkaSettings", "env_int"]
 
 FLAGS_TOPIC = "abuse.flags"
 DEAD_LETTER_TOPIC = "events.deadletter"
@@ -71,7 +71,7 @@ class KafkaSettings:
             group_id=group_id or env.get("ABUSE_GROUP_ID", "abuse-pipeline"),
             security=security,
             replication_factor=replication_factor if replication_factor is not None else
-            _int(env, "ABUSE_REPLICATION_FACTOR", -1),
+            env_int(env, "ABUSE_REPLICATION_FACTOR", -1),
         )
 
     def topic(self, name: str) -> str:
@@ -97,7 +97,8 @@ class KafkaSettings:
         return {"bootstrap_servers": self.bootstrap.split(","), **self.security}
 
 
-def _int(env: Mapping[str, str], variable: str, default: int) -> int:
+def env_int(env: Mapping[str, str], variable: str, default: int) -> int:
+    """A whole number from the environment, or a clear error naming the variable."""
     value = env.get(variable, "").strip()
     if not value:
         return default

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.kafka_settings import KafkaSettings
+from pipeline.kafka_settings import KafkaSettings, env_int
 
 __all__ = ["main"]
 
@@ -35,8 +35,8 @@ def _worker(args: argparse.Namespace) -> int:
                                       group_id=args.group_id,
                                       replication_factor=args.replication_factor)
     make_engine = engine_factory(args)
-    metrics_port = args.metrics_port if args.metrics_port is not None else int(
-        env.get("ABUSE_METRICS_PORT", "9108"))
+    metrics_port = args.metrics_port if args.metrics_port is not None else env_int(
+        env, "ABUSE_METRICS_PORT", 9108)
     config = WorkerConfig(
         kafka=settings, engine_factory=make_engine,
         fingerprint=detector_fingerprint(make_engine()),
