@@ -41,7 +41,10 @@ def ensure_topics(settings: KafkaSettings, names: list[str], partitions: int,
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**settings.client_kwargs())
+    try:
+        admin = KafkaAdminClient(**settings.client_kwargs())
+    except KafkaError as error:
+        raise ValueError(f"cannot reach Kafka at {settings.bootstrap}: {error}") from error
     try:
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
@@ -69,10 +72,7 @@ def produce_file(path: str, settings: KafkaSettings, *, partitions: int = 6,
     summary = ProduceSummary()
     started = time.perf_counter()
     stream = open_input(path)
-    try:
-        ensure_topics(settings, settings.event_topics(), partitions)
-    except KafkaError as error:
-        raise ValueError(f"cannot reach Kafka at {settings.bootstrap}: {error}") from error
+    ensure_topics(settings, settings.event_topics(), partitions)
     lines = read_lines(stream, "stdin" if path == "-" else path)
     if progress if progress is not None else sys.stderr.isatty():
         from tqdm import tqdm

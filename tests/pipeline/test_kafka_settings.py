@@ -24,3 +24,12 @@ def test_replication_factor_from_the_environment_and_a_flag_that_wins():
 def test_a_bad_replication_factor_is_a_clear_error(value, message):
     with pytest.raises(ValueError, match=message):
         KafkaSettings.from_env(bootstrap="b:9092", env={"ABUSE_REPLICATION_FACTOR": value})
+
+
+def test_a_broker_that_cannot_be_reached_is_a_clear_error_for_produce_and_the_worker():
+    # both create their topics through ensure_topics: one place says what went wrong
+    from pipeline.produce import ensure_topics
+
+    settings = KafkaSettings(bootstrap="127.0.0.1:1", security={"bootstrap_timeout_ms": 500})
+    with pytest.raises(ValueError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1: "):
+        ensure_topics(settings, ["events.login"], 1)
