@@ -115,6 +115,8 @@ class Verdict:
     ``related_accounts`` are the other accounts the evidence ties to this one (a trial ring);
     ``also_flag`` are accounts that the same evidence implicates and that should be flagged
     too (earlier victims of one credential-stuffing IP, earlier refunders of one card).
+    ``flag_account`` is False when the evidence implicates only those: the event that
+    revealed it belongs to a bystander. ``parts`` are the verdicts a merged one came from.
     """
 
     score: float
@@ -123,6 +125,12 @@ class Verdict:
     related_accounts: tuple[str, ...] = ()
     also_flag: tuple[str, ...] = ()
     severity: str | None = None  # None: derived from the score
+    flag_account: bool = True
+    parts: tuple[Verdict, ...] = ()
+
+    def naming(self, account: str) -> Verdict:
+        """The verdict (of those merged) whose ``also_flag`` names ``account``."""
+        return next((p for p in self.parts if account in p.also_flag), self)
 
 
 @runtime_checkable
@@ -201,15 +209,23 @@ class SlotState:
 
 
 def merge(verdicts: list[Verdict]) -> Verdict:
-    """One verdict from several: the highest score leads; reasons and accounts are unioned."""
+    """One verdict from several: the highest score leads; reasons and accounts are unioned.
+
+    Verdicts about other accounts only (``flag_account=False``) lend just their ``also_flag``
+    accounts; ``parts`` keeps every verdict, so that each account is flagged with the reasons
+    of the verdict that named it.
+    """
     kept = sorted(verdicts, key=lambda v: -v.score)
+    own = [v for v in kept if v.flag_account] or kept
     return Verdict(
-        score=kept[0].score,
-        reasons=_unique(r for v in kept for r in v.reasons),
-        evidence=_merge_evidence(kept),
-        related_accounts=_unique(a for v in kept for a in v.related_accounts),
+        score=own[0].score,
+        reasons=_unique(r for v in own for r in v.reasons),
+        evidence=_merge_evidence(own),
+        related_accounts=_unique(a for v in own for a in v.related_accounts),
         also_flag=_unique(a for v in kept for a in v.also_flag),
-        severity=kept[0].severity,
+        severity=own[0].severity,
+        flag_account=own[0].flag_account,
+        parts=tuple(kept) if len(kept) > 1 else (),
     )
 
 

@@ -196,11 +196,12 @@ class Engine:
 
     # -- verdicts to flags --------------------------------------------------------------
     def _flags(self, detector: str, obs: Observation, verdict: Verdict) -> list[Flag]:
-        severity = verdict.severity or severity_of(verdict.score)
         flags = []
-        subjects = [(obs.account_id, obs.profile), *(
-            (account, self.state.profiles.get(account)) for account in verdict.also_flag)]
-        for account, profile in subjects:
+        subjects = [(obs.account_id, obs.profile, verdict)] if verdict.flag_account else []
+        subjects += [(account, self.state.profiles.get(account), verdict.naming(account))
+                     for account in verdict.also_flag]
+        for account, profile, reason in subjects:
+            severity = reason.severity or severity_of(reason.score)
             if not self._opens_or_raises(detector, account, obs.t, severity):
                 self.stats.repeats_in_episode += 1
                 continue
@@ -208,7 +209,7 @@ class Engine:
                     account, profile, obs.event if account == obs.account_id else None):
                 self.stats.suppressed_by_allowlist += 1
                 continue
-            flags.append(self._flag(detector, account, obs, verdict, severity))
+            flags.append(self._flag(detector, account, obs, reason, severity))
             self.stats.flags[detector, severity] += 1
         return flags
 
@@ -233,7 +234,7 @@ class Engine:
                        a, self.state.profiles.get(a)))]
         evidence = {**verdict.evidence, "event_id": event.event_id, "event_type": event.kind}
         reasons = list(verdict.reasons)
-        if account != event.account_id:
+        if account != event.account_id and verdict.flag_account:
             evidence["triggering_account"] = event.account_id
             related = [event.account_id, *(a for a in related if a != event.account_id)]
         return Flag(

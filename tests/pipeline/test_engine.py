@@ -3,7 +3,7 @@
 import pytest
 
 from detectors import build
-from detectors.base import DAY
+from detectors.base import DAY, Observation, Verdict, merge, new_profile
 from detectors.testing import make_event
 from pipeline.allowlist import Allowlist
 from pipeline.engine import Engine
@@ -110,3 +110,28 @@ def test_bad_configuration_is_refused_clearly():
         Engine(build(), shadow=["nope"])
     with pytest.raises(ValueError, match="unknown detector"):
         build(["nope"])
+
+
+def test_each_account_is_flagged_with_the_reasons_of_the_verdict_that_named_it():
+    account_view = Verdict(score=0.9, reasons=("brute force on this account",),
+                           evidence={"pattern": "brute_force"})
+    population_view = Verdict(score=0.7, reasons=("stuffing across accounts",),
+                              evidence={"pattern": "credential_stuffing"},
+                              also_flag=("x1", "x2"), flag_account=False)
+    merged = merge([population_view, account_view])
+    assert merged.flag_account and merged.reasons == ("brute force on this account",)
+    assert merged.also_flag == ("x1", "x2")
+    assert merged.naming("x1") is population_view and merged.naming("a0") is merged
+    engine = Engine([], clock=lambda: CLOCK)
+    obs = Observation(event=make_event("login", account_id="a0", success=False), t=0.0,
+                      seq=1, profile=engine.state.profiles.setdefault("a0", new_profile(0.0)))
+    flags = {f.account_id: f for f in engine._flags("login_frequency", obs, merged)}
+    assert set(flags) == {"a0", "x1", "x2"}
+    assert flags["a0"].reasons == ["brute force on this account"]
+    assert flags["x1"].reasons == ["stuffing across accounts"]
+    assert flags["x1"].evidence["pattern"] == "credential_stuffing"
+    # the population view alone: the account whose event revealed it is a bystander
+    bystander = {f.account_id: f for f in engine._flags("other", obs, population_view)}
+    assert set(bystander) == {"x1", "x2"}
+    assert "triggering_account" not in bystander["x1"].evidence
+    assert "a0" not in bystander["x1"].related_accounts
