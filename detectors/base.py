@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
+from detectors.linking import subnet24
 from schemas.events import Event
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Observation",
     "SlotState",
     "Verdict",
+    "is_stranger",
     "merge",
     "new_profile",
     "probe",
@@ -62,10 +64,18 @@ class AccountProfile(msgspec.Struct, kw_only=True):
     orders: dict[str, tuple[float, float, float]] = msgspec.field(default_factory=dict)
     # event_id -> event time, for de-duplicating re-delivered events.
     recent_ids: dict[str, float] = msgspec.field(default_factory=dict)
+    # The devices, /24s and countries the account's owner used (signup, successful logins)
+    # -> last time, the most recent few: a login from neither device nor /24 is a stranger's.
+    known_devices: dict[str, float] = msgspec.field(default_factory=dict)
+    known_nets: dict[str, float] = msgspec.field(default_factory=dict)
+    known_countries: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def new_profile(t: float) -> AccountProfile:
     return AccountProfile(first_t=t, last_t=t)
+
+
+MAX_KNOWN = 8  # devices and /24s remembered per account
 
 
 def update_profile(
@@ -78,12 +88,14 @@ def update_profile(
     if kind == "usage":
         profile.units_total += event.units
     elif kind == "login":
-        return
+        if event.success:
+            _remember(profile, event, t)
     elif kind == "signup":
         profile.signup_t, profile.plan, profile.email = t, event.plan, event.email
         profile.device_id, profile.card, profile.signup_ip = (
             event.device_id, event.card_fingerprint, event.ip)
         profile.converted = profile.converted or event.plan == "paid"
+        _remember(profile, event, t)
     elif kind == "purchase":
         profile.purchases += 1
         profile.converted = True
@@ -92,6 +104,34 @@ def update_profile(
             del profile.orders[next(iter(profile.orders))]
     elif kind == "refund":
         profile.refunds += 1
+
+
+def _remember(profile: AccountProfile, event: Event, t: float) -> None:
+    """The owner used this device and network: most recent last, the oldest forgotten."""
+    for known, value in ((profile.known_devices, event.device_id),
+                         (profile.known_nets, subnet24(event.ip) or event.ip),
+                         (profile.known_countries, event.country)):
+        if value is None:
+            continue
+        known.pop(value, None)
+        known[value] = t
+        if len(known) > MAX_KNOWN:
+            del known[next(iter(known))]
+
+
+def is_stranger(profile: AccountProfile, device_id: str, ip: str) -> bool:
+    """A login from a device and a /24 the account's owner never used, on an account whose
+    owner was seen (a first login tells nothing).
+
+    >>> from detectors.testing import make_event
+    >>> profile = new_profile(0.0)
+    >>> update_profile(profile, make_event("login", device_id="d1", ip="198.51.100.7"), 0.0)
+    >>> [is_stranger(profile, d, ip) for d, ip in
+    ...  [("d1", "203.0.113.5"), ("d2", "198.51.100.99"), ("d2", "203.0.113.5")]]
+    [False, False, True]
+    """
+    return bool(profile.known_devices) and device_id not in profile.known_devices \
+        and (subnet24(ip) or ip) not in profile.known_nets
 
 
 @dataclass(slots=True)

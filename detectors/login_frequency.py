@@ -1,6 +1,6 @@
 """Login abuse: credential stuffing, brute force, account sharing, scripted logins.
 
-Logins are seen from four sides, each a key with its own bounded state:
+Logins are seen from five sides, each a key with its own bounded state:
 
 - ``ip:`` / ``dev:`` / ``net:`` keys see attempts against many accounts. One IP or device
   failing against many distinct accounts within hours (a /24 against three times as many),
@@ -12,6 +12,11 @@ Logins are seen from four sides, each a key with its own bounded state:
   brute-force threshold; the rolling mean and variance of the gaps between logins
   (``utils.Rolling``) expose machine-regular, scripted logins; the devices and countries of
   recent successful logins, with the travel speed between countries, expose shared accounts.
+- the ``pop`` key sees every login, for stuffing spread over rotating proxies and device
+  fingerprints, which no IP, device or /24 gathers: failures by *strangers* (a device and
+  /24 the account's owner never used) on accounts the owner then does not get into, far more
+  of them than the usual hour brings (learned online), each unlike the owner (a country the
+  owner never logged in from, or several unknown devices).
 
 Examples
 --------
@@ -30,6 +35,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import pairwise
 
 from river import proba, stats, utils
@@ -42,6 +48,7 @@ from detectors.base import (
     Verdict,
     check_positive,
     check_unit_interval,
+    is_stranger,
     merge,
 )
 from detectors.geo import distance_km
@@ -57,6 +64,10 @@ _NONE: dict[str, int] = {}  # read-only: no attempt left the window
 # gathers strangers who failed once and logged in elsewhere.
 SUBNET_FACTOR = 3
 SLOW_FACTOR = 2  # failures on one account over the slow window, against the fast window's
+# The usual hourly count of accounts failed by strangers: the median of the last two days'
+# hours. An attack shorter than a day does not move it; a lasting change of habits does.
+USUAL_HOURS = 48
+STRANGERS_KEY = "pop"
 TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
 
 
@@ -129,6 +140,34 @@ class AccountState(SlotState):
 
 
 
+class StrangerState(SlotState):
+    """Across every account (key ``pop``): failed logins by strangers, and how many is usual.
+
+    A *stranger's* attempt comes from a device and a /24 the account's owner never used
+    (:func:`~detectors.base.is_stranger`). ``pending`` holds, per account, its first stranger
+    failure in the window not since followed by the owner getting in (the owner on a new phone
+    fails, then succeeds from it), and what sets it apart from the owner: a country the owner
+    never logged in from, a second unknown device, a stranger getting in. ``hourly`` learns
+    how many accounts a usual hour brings.
+    """
+
+    MAX_PENDING = 4096
+    __slots__ = ("hour", "hour_accounts", "hourly", "key", "pending", "reported")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        # account -> (t, device, unlike the owner, a stranger got in since), oldest first
+        self.pending: dict[str, tuple[float, str, bool, bool]] = {}
+        self.hourly = stats.RollingQuantile(q=0.5, window_size=USUAL_HOURS)
+        self.hour: int | None = None  # the hour being counted (event time // 3600)
+        self.hour_accounts = 0
+        self.reported: dict[str, float] = {}
+
+    def usual(self, hours: float) -> float:
+        """Accounts with stranger failures expected in ``hours``."""
+        return (self.hourly.get() or 0.0) * hours  # None before the first hour ends
+
+
 class LoginFrequency(DetectorBase):
     """Flag credential stuffing, brute force, shared accounts and scripted logins.
 
@@ -144,6 +183,13 @@ class LoginFrequency(DetectorBase):
         Distinct accounts one IP or device must fail against (three times that for a /24).
     stuffing_min_failure_ratio
         Share of the entity's attempts that failed, so a busy office NAT stays quiet.
+    spread_min_accounts
+        Accounts failed by strangers (a device and /24 the owner never used) within the slow
+        window, at the least, that make an attack spread over many IPs and devices; more
+        where the usual count, learned per hour, is higher.
+    spread_settle_minutes
+        Time the owner has to get in after such a failure (a new phone, a mistype) before the
+        account counts as a stranger's target.
     brute_force_min_failures
         Failures on one account in the window, for an account that rarely fails.
     sharing_window_hours, sharing_min_devices, sharing_min_countries
@@ -167,6 +213,8 @@ class LoginFrequency(DetectorBase):
         slow_window_minutes: float = 360.0,
         stuffing_min_accounts: int = 5,
         stuffing_min_failure_ratio: float = 0.6,
+        spread_min_accounts: int = 8,
+        spread_settle_minutes: float = 10.0,
         brute_force_min_failures: int = 10,
         sharing_window_hours: float = 48.0,
         sharing_min_devices: int = 4,
@@ -178,7 +226,8 @@ class LoginFrequency(DetectorBase):
     ) -> None:
         check_positive(
             window_minutes=window_minutes, slow_window_minutes=slow_window_minutes,
-            stuffing_min_accounts=stuffing_min_accounts,
+            stuffing_min_accounts=stuffing_min_accounts, spread_min_accounts=spread_min_accounts,
+            spread_settle_minutes=spread_settle_minutes,
             brute_force_min_failures=brute_force_min_failures,
             sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
             sharing_min_countries=sharing_min_countries, max_speed_kmh=max_speed_kmh,
@@ -190,6 +239,8 @@ class LoginFrequency(DetectorBase):
         self.slow_window_minutes = slow_window_minutes
         self.stuffing_min_accounts = stuffing_min_accounts
         self.stuffing_min_failure_ratio = stuffing_min_failure_ratio
+        self.spread_min_accounts = spread_min_accounts
+        self.spread_settle_minutes = spread_settle_minutes
         self.brute_force_min_failures = brute_force_min_failures
         self.sharing_window_hours = sharing_window_hours
         self.sharing_min_devices = sharing_min_devices
@@ -208,32 +259,41 @@ class LoginFrequency(DetectorBase):
         event = obs.event
         if event.kind != "login":
             return ()
-        keys = [f"acct:{event.account_id}", f"ip:{event.ip}", f"dev:{event.device_id}"]
+        keys = [f"acct:{event.account_id}", f"ip:{event.ip}", f"dev:{event.device_id}",
+                STRANGERS_KEY]
         net = subnet24(event.ip)
         if net:
             keys.append(f"net:{net}")
         return keys
 
-    def new_state(self, key: str) -> EntityState | AccountState:
+    def new_state(self, key: str) -> EntityState | AccountState | StrangerState:
         if key.startswith("acct:"):
             return AccountState(key, self.scripted_intervals)
+        if key == STRANGERS_KEY:
+            return StrangerState(key)
         return EntityState(key)
 
     def expired(self, state: EntityState | AccountState, now: float) -> bool:
         if state.__class__ is EntityState:  # the many: checked on every sweep
             attempts = state.attempts
             return not attempts or attempts[-1][0] < now - self._slow_seconds
+        if state.__class__ is StrangerState:
+            return False  # one for the whole population, like refund_abuse's
         horizon = max(self.sharing_window_hours * HOUR, 30 * 24 * HOUR)
         return state.last_t is None or state.last_t < now - horizon
 
     def score_one(self, state, obs: Observation) -> Verdict | None:
         if state.__class__ is EntityState:
             return self._score_entity(state, obs)
+        if state.__class__ is StrangerState:
+            return self._score_strangers(state, obs)
         return self._score_account(state, obs)
 
     def learn_one(self, state, obs: Observation, verdict: Verdict | None) -> None:
         if state.__class__ is EntityState:
             self._learn_entity(state, obs, verdict)
+        elif state.__class__ is StrangerState:
+            self._learn_strangers(state, obs, verdict)
         else:
             self._learn_account(state, obs, verdict)
 
@@ -321,6 +381,120 @@ class LoginFrequency(DetectorBase):
             # Bounded like ``attempts``: reports older than the window go first.
             kept = [(a, t) for a, t in state.reported.items() if t >= since]
             state.reported = dict(kept[-state.MAX_ATTEMPTS:])
+
+    # -- strangers across all accounts ---------------------------------------------------
+    def _strangers_needed(self, state: StrangerState) -> int:
+        """Accounts failed by strangers within the slow window that make an attack: the
+        setting, or far above the usual count (a Poisson tail) where that is higher."""
+        usual = state.usual(self._slow_seconds / HOUR)
+        return max(self.spread_min_accounts, math.ceil(usual + 4 * math.sqrt(usual) + 1))
+
+    def _score_strangers(self, state: StrangerState, obs: Observation) -> Verdict | None:
+        """Flag the accounts strangers failed on that the owner did not get into within
+        ``spread_settle_minutes``, once there are far more of them than usual; a stranger
+        getting into one of them (now or before) is a takeover. Any login may reveal it (every
+        login passes here, so the last victims are judged too): its own account is flagged
+        only when it is one of them."""
+        pending = state.pending
+        needed = self._strangers_needed(state)
+        if len(pending) + 1 < needed:
+            return None  # the cheap bound: almost every login stops here
+        event = obs.event
+        account = event.account_id
+        stranger = is_stranger(obs.profile, event.device_id, event.ip)
+        since = obs.t - self._slow_seconds
+        settled = obs.t - self.spread_settle_minutes * 60
+        in_window = {a: failure for a, failure in pending.items() if failure[0] >= since}
+        failure = in_window.get(account)
+        takeover = event.success and stranger and failure is not None \
+            and failure[1] != event.device_id
+        count = len(in_window) + (stranger and not event.success and failure is None)
+        if count < needed or (takeover and count - 1 < needed):
+            return None
+        tried, taken = [], []
+        for other, (t, _, unlike, got_in) in in_window.items():
+            # the burst says an attack is on; only attempts unlike the owner's are flagged
+            if other != account and other not in state.reported and (
+                    got_in or (unlike and t <= settled)):
+                (taken if got_in else tried).append(other)
+        verdicts = [self._spread_verdict(state, count, needed, accounts, got_in)
+                    for accounts, got_in in ((tried, False), (taken, True)) if accounts]
+        if takeover:
+            verdicts.append(replace(
+                self._spread_verdict(state, count, needed, (), True), flag_account=True))
+        return merge(verdicts) if verdicts else None
+
+    def _spread_verdict(self, state: StrangerState, count: int, needed: int,
+                        accounts: Sequence[str], got_in: bool) -> Verdict:
+        usual = state.usual(self._slow_seconds / HOUR)
+        reasons = [
+            f"logins failed from a device and network the account never used, and the owner "
+            f"did not get in within {self.spread_settle_minutes:g} min, on {count} accounts in "
+            f"{_span(self.slow_window_minutes)} (usually about {usual:.1f}): credential "
+            "stuffing spread over many IPs and devices",
+            "a stranger then got in from another device: likely takeover" if got_in else
+            "this account's attempts came from a country its owner never logged in from, or "
+            "from several unknown devices: not the owner on a new one",
+        ]
+        score = min(0.99, 0.7 + 0.29 * (count - needed) / (3 * needed))
+        if got_in:
+            score = max(score, 0.95)
+        return Verdict(
+            score=round(score, 4), reasons=tuple(reasons),
+            evidence={"pattern": "credential_stuffing", "spread": True,
+                      "accounts_failed": count, "usual": round(usual, 2)},
+            also_flag=tuple(accounts),
+            severity="high" if got_in else severity_of(score, high=math.inf),
+            flag_account=False,
+        )
+
+    def _learn_strangers(self, state: StrangerState, obs: Observation, verdict) -> None:
+        event = obs.event
+        self._count_hour(state, obs.t)
+        since = obs.t - self._slow_seconds
+        pending = state.pending
+        while pending:  # oldest first: drop what left the window
+            t = next(iter(pending.values()))[0]
+            if t >= since and len(pending) < state.MAX_PENDING:
+                break
+            del pending[next(iter(pending))]
+        account = event.account_id
+        stranger = is_stranger(obs.profile, event.device_id, event.ip)
+        failure = pending.get(account)
+        if event.success and failure is not None:
+            if not stranger or failure[1] == event.device_id:
+                del pending[account]  # the owner got in: it was the owner failing
+            else:  # a stranger got in
+                pending[account] = (*failure[:3], True)
+        elif stranger and not event.success:
+            foreign = event.country is not None and bool(obs.profile.known_countries) \
+                and event.country not in obs.profile.known_countries
+            if failure is None:
+                pending[account] = (obs.t, event.device_id, foreign, False)
+                state.hour_accounts += 1
+            elif foreign or failure[1] != event.device_id:  # rotating devices: not the owner
+                pending[account] = (failure[0], failure[1], True, failure[3])
+        if verdict is not None:
+            for flagged in verdict.also_flag:
+                state.reported[flagged] = obs.t
+            state.reported = {a: t for a, t in state.reported.items() if t >= since}
+
+    def _count_hour(self, state: StrangerState, t: float) -> None:
+        """Fold finished hours into the usual count (hours with no login at all as 0).
+
+        Every hour counts, attacks included: a median over two days is not moved by an
+        attack of hours, while never learning from flagged hours would never learn a
+        population's lasting habits (it would flag them forever)."""
+        hour = int(t // HOUR)
+        if state.hour is None:
+            state.hour = hour
+            return
+        if hour <= state.hour:
+            return
+        state.hourly.update(state.hour_accounts)
+        for _ in range(min(hour - state.hour - 1, USUAL_HOURS)):
+            state.hourly.update(0)
+        state.hour, state.hour_accounts = hour, 0
 
     # -- one account --------------------------------------------------------------------
     def _score_account(self, state: AccountState, obs: Observation) -> Verdict | None:

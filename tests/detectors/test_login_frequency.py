@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from detectors import build
 from detectors.base import DAY, HOUR
-from detectors.testing import make_event
+from detectors.testing import EPOCH, make_event
 from pipeline.engine import Engine
 
 NAME = "login_frequency"
@@ -401,3 +401,105 @@ def test_brute_force_after_a_single_mistype_yesterday_is_flagged():
                      success=False, country="RU")
                for _ in range(25)]
     assert set(replay(events)) == {"u-anna"}
+
+
+# -- stuffing spread over rotating proxies and device fingerprints ---------------------------
+def owners_at_home(accounts, day: float):
+    """Each account's owner logs in from their own device and home network: their history."""
+    return [login(a, day + (i + 1) * 97.0, ip=f"100.{i}.7.20", device=f"own-{a}")
+            for i, a in enumerate(accounts)]
+
+
+def spread_attack(rng: random.Random, accounts, start: float, minutes: float = 90.0):
+    """Each attempt from a fresh residential IP and a fresh device: no IP, device or /24 is
+    shared by two victims."""
+    return [login(a, start + rng.uniform(0, minutes * MINUTE),
+                  ip=f"{rng.randrange(11, 99)}.{rng.randrange(256)}.{n}.{rng.randrange(2, 250)}",
+                  device=f"fp-{rng.getrandbits(40):010x}", success=False,
+                  country=rng.choice(("BR", "VN", "DE")))  # the owners live in the US
+            for n, a in enumerate(accounts)]
+
+
+class TestSpreadStuffing:
+    victims = [f"spread{i:02d}" for i in range(14)]
+    start = 3 * DAY + 2 * HOUR
+
+    def test_every_established_account_a_stranger_failed_on_is_flagged(self):
+        rng = random.Random(31)
+        events = [*owners_at_home(self.victims, DAY), *spread_attack(rng, self.victims, self.start),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == set(self.victims)  # the ordinary users who revealed it are not
+        for own in flags.values():
+            flag = own[0]
+            assert flag.severity in {"low", "medium"}
+            assert flag.evidence["spread"] is True
+            assert "never used" in flag.reasons[0]
+            assert "triggering_account" not in flag.evidence  # a bystander's login
+            assert flag.evidence["accounts_failed"] >= 8
+
+    def test_without_history_nothing_is_a_strangers_attempt(self):
+        rng = random.Random(32)
+        flags = replay([*spread_attack(rng, self.victims, self.start),
+                        *ordinary_users(rng, self.start, 3)])
+        assert flags == {}
+
+    def test_an_owner_on_a_new_phone_who_mistypes_during_the_attack_is_quiet(self):
+        rng = random.Random(33)
+        owner = "new-phone"
+        events = [*owners_at_home([*self.victims, owner], DAY),
+                  *spread_attack(rng, self.victims, self.start),
+                  # fails twice from the new phone on mobile data, then gets in from it
+                  login(owner, self.start + 20 * MINUTE, ip="172.58.3.9", device="new-ph",
+                        success=False),
+                  login(owner, self.start + 21 * MINUTE, ip="172.58.3.9", device="new-ph",
+                        success=False),
+                  login(owner, self.start + 23 * MINUTE, ip="172.58.3.9", device="new-ph"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert owner not in flags
+        assert set(flags) == set(self.victims)
+
+    def test_an_owner_who_fails_on_a_new_phone_and_gives_up_during_the_attack_is_quiet(self):
+        # at home in the US or on mobile data: a stranger's device and /24, but the owner's
+        # country and one device, as the owner on a new phone
+        rng = random.Random(36)
+        events = [*owners_at_home([*self.victims, "gives-up"], DAY),
+                  *spread_attack(rng, self.victims, self.start),
+                  login("gives-up", self.start + 30 * MINUTE, ip="172.58.3.9", device="new-ph",
+                        success=False),
+                  login("gives-up", self.start + 31 * MINUTE, ip="172.58.3.9", device="new-ph",
+                        success=False),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == set(self.victims)
+
+    def test_a_stranger_getting_in_after_failing_is_a_high_severity_takeover(self):
+        rng = random.Random(34)
+        attack = spread_attack(rng, self.victims, self.start)
+        hit = attack[0]
+        takeover = login(hit.account_id, (hit.ts - EPOCH).total_seconds() + 4 * MINUTE,
+                         ip="77.12.40.9", device="fp-another", country="VN")
+        flags = replay([*owners_at_home(self.victims, DAY), *attack, takeover,
+                        *ordinary_users(rng, self.start, 3)])
+        assert set(flags) == set(self.victims)
+        assert flags[hit.account_id][-1].severity == "high"
+        assert "likely takeover" in flags[hit.account_id][-1].reasons[-1]
+
+    def test_where_many_accounts_always_fail_from_new_places_the_usual_count_is_learned(self):
+        # 3 accounts an hour fail from a new device, network and country and never get in,
+        # for 3 days (a population that forgets passwords on trips): 18 in any 6 h
+        rng = random.Random(35)
+        accounts = [f"forgetful{i:03d}" for i in range(220)]
+        events = owners_at_home(accounts, 0.0)
+        for n, account in enumerate(accounts):
+            t = DAY + n * 20 * MINUTE + rng.uniform(0, 10 * MINUTE)
+            events.append(login(account, t, ip=f"90.{n % 250}.{n // 250}.5", device=f"lap-{n}",
+                                success=False, country="CA"))
+            events.append(login(f"bystander{n}", t + 5 * MINUTE, ip=f"80.0.{n % 250}.1",
+                                device=f"b-{n}"))
+        flags = replay(events)
+        flagged_at = sorted(f.ts for own in flags.values() for f in own)
+        assert flagged_at, "the first hours, before the usual count is known, do flag"
+        # a day into the new habit it is the usual count (a median over 48 hours)
+        assert all(ts < "2026-11-03T06" for ts in flagged_at), flagged_at[-3:]

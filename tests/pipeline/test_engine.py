@@ -99,7 +99,8 @@ def test_expired_state_is_swept_by_event_time():
     late = make_event("usage", account_id="someone", t=400 * DAY)
     engine.process(late)
     assert not engine.state.keyed["trial_cycling"]
-    assert not engine.state.keyed["login_frequency"]
+    # only the one population-wide state stays (bounded, its hourly baseline kept)
+    assert set(engine.state.keyed["login_frequency"]) == {"pop"}
     assert set(engine.state.profiles) == {"someone"}
 
 
