@@ -169,6 +169,9 @@ ABUSE_REASONS = ("not as described", "not as described", "did not work for me",
 RING_VARIANTS = ("device_reuse", "email_alias", "numbered_stem", "card_reuse", "disposable",
                  "mixed")
 STUFFING_VARIANTS = ("one_ip", "one_subnet", "one_device")
+# every attempt through another residential proxy with another device fingerprint: no IP,
+# device or /24 gathers the victims (drawn after the others, so their scenarios stay the same)
+SPREAD_VARIANT = "rotating"
 
 
 @lru_cache(maxsize=4096)
@@ -727,11 +730,13 @@ def _credential_stuffing(w: _World, variant: str, victims: int) -> list[str]:
     elif variant == "one_subnet":
         net = w.hosting_ip().rsplit(".", 1)[0]
         ips = [(f"{net}.{h}", country) for h in rng.sample(range(2, 254), rng.randint(2, 8))]
-    else:  # one device behind residential proxies
+    elif variant == "one_device":  # one device behind residential proxies
         ips = []
         for _ in range(rng.randint(5, 30)):
             where = w.country()
             ips.append((w.home_ip(where), where))
+    else:  # rotating: a fresh proxy and device each attempt (below)
+        ips = []
     rotate = rng.random() < 0.3
     agent = _attacker_agent(rng)
     span = math.exp(rng.uniform(math.log(5 * MINUTE), math.log(6 * HOUR)))
@@ -740,7 +745,11 @@ def _credential_stuffing(w: _World, variant: str, victims: int) -> list[str]:
     for p in people:
         t = t0 + rng.uniform(0, span)
         for _ in range(rng.choices((1, 2, 3), (55, 30, 15))[0]):
-            ip, where = rng.choice(ips)
+            if ips:
+                ip, where = rng.choice(ips)
+            else:
+                where = w.country()
+                ip = w.home_ip(where)
             success = rng.random() < 0.04
             w.login(p.account_id, t, ip, device if variant == "one_device" else w.device(),
                     success, where, rng.choice(DESKTOP_AGENTS) if rotate else agent)
@@ -940,6 +949,21 @@ def _university(w: _World, size: int) -> list[str]:
     return people
 
 
+def _gave_up(w: _World) -> str:
+    """Fails a few times on a new device (at home or on mobile data), gives up for the day,
+    and carries on from the usual device later."""
+    rng = w.rng
+    p = _existing(w)
+    day = rng.randrange(w.days)
+    t = w.local_time(p, day)
+    device, agent = w.device(), rng.choice(MOBILE_AGENTS)
+    ip = p.ips[0] if rng.random() < 0.5 else w.mobile_ip(p.country)
+    for _ in range(rng.randint(1, 3)):
+        w.login(p.account_id, t, ip, device, False, p.country, agent)
+        t += rng.uniform(8, 60)
+    return p.account_id
+
+
 def _traveller(w: _World) -> str:
     """Logs in from 2-3 countries over days, on one device, with time to fly between."""
     rng = w.rng
@@ -1114,6 +1138,10 @@ def generate(accounts: int, days: int, seed: int,
         w.refund(p, t + rng.uniform(0.1, 1.0) * latest, order, rng.choice(ORDINARY_REASONS))
         refunders.append(p.account_id)
     _label(w, "one_refund", None, refunders)
+    # drawn last, so that adding them left every scenario above as it was
+    _label(w, "credential_stuffing", "login_frequency",
+           _credential_stuffing(w, SPREAD_VARIANT, size(20, 80, 0.02)))
+    _label(w, "gave_up", None, [_gave_up(w) for _ in range(count(30))])
     if w.made > accounts:
         raise ValueError(f"{accounts} accounts are too few for every scenario; try more")
     _normal(w, accounts - w.made)

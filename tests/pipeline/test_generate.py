@@ -35,7 +35,7 @@ ABUSE = {
     "card_ring": "refund_abuse",
 }
 BENIGN = {"office_nat", "family_device", "converting_trial", "power_user", "mistyper",
-          "traveller", "one_refund", "university"}
+          "traveller", "one_refund", "university", "gave_up"}
 
 
 def seconds(ts: str) -> float:
@@ -282,6 +282,28 @@ def test_benign_look_alikes_have_their_shape(week):
             assert any(e["type"] == "purchase" for e in own)
         elif group["kind"] in ("power_user", "converting_trial"):
             assert not any(e["type"] == "refund" for e in own)
+        elif group["kind"] == "gave_up":  # failed on a device never used to get in
+            for account in group["accounts"]:
+                logins = [e for e in accounts[account] if e["type"] == "login"]
+                good = {e["device_id"] for e in logins if e["success"]}
+                assert any(not e["success"] and e["device_id"] not in good for e in logins)
+
+
+def test_the_rotating_stuffing_attack_shares_no_ip_device_or_subnet(week):
+    events, labels = week
+    accounts = by_account(events)
+    rotating = [g for g in labels["abuse"] if g["kind"] == "credential_stuffing"][-1]
+    attempts = []
+    for account in rotating["accounts"]:
+        logins = [e for e in accounts[account] if e["type"] == "login"]
+        own = {e["device_id"] for e in logins if e["success"]}  # the owner's (and mistypes)
+        attempts += [e for e in logins if not e["success"] and e["device_id"] not in own]
+    assert len(rotating["accounts"]) >= 20 and len(attempts) >= len(rotating["accounts"]) / 2
+    assert max(Counter(e["device_id"] for e in attempts).values()) == 1
+    # no /24 tried two accounts (chance collisions of residential ranges aside)
+    subnets = Counter(net for net in {(e["account_id"], e["ip"].rsplit(".", 1)[0])
+                                      for e in attempts})
+    assert sum(n > 1 for n in Counter(net for _, net in subnets).values()) <= 1
 
 
 def test_start_moves_the_window_and_a_naive_start_is_utc():
