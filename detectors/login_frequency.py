@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from itertools import pairwise
+from typing import NamedTuple
 
 from river import proba, stats, utils
 
@@ -140,6 +141,15 @@ class AccountState(SlotState):
 
 
 
+class StrangerFailure(NamedTuple):
+    """An account's first failed login by a stranger in the window, and what followed."""
+
+    t: float
+    device: str
+    unlike_owner: bool  # from a country the owner never used, or a second unknown device
+    got_in: bool  # a stranger got in since
+
+
 class StrangerState(SlotState):
     """Across every account (key ``pop``): failed logins by strangers, and how many is usual.
 
@@ -156,8 +166,7 @@ class StrangerState(SlotState):
 
     def __init__(self, key: str) -> None:
         self.key = key
-        # account -> (t, device, unlike the owner, a stranger got in since), oldest first
-        self.pending: dict[str, tuple[float, str, bool, bool]] = {}
+        self.pending: dict[str, StrangerFailure] = {}  # oldest first
         self.hourly = stats.RollingQuantile(q=0.5, window_size=USUAL_HOURS)
         self.hour: int | None = None  # the hour being counted (event time // 3600)
         self.hour_accounts = 0
@@ -404,19 +413,19 @@ class LoginFrequency(DetectorBase):
         stranger = is_stranger(obs.profile, event.device_id, event.ip)
         since = obs.t - self._slow_seconds
         settled = obs.t - self.spread_settle_minutes * 60
-        in_window = {a: failure for a, failure in pending.items() if failure[0] >= since}
+        in_window = {a: failure for a, failure in pending.items() if failure.t >= since}
         failure = in_window.get(account)
         takeover = event.success and stranger and failure is not None \
-            and failure[1] != event.device_id
+            and failure.device != event.device_id
         count = len(in_window) + (stranger and not event.success and failure is None)
         if count < needed or (takeover and count - 1 < needed):
             return None
         tried, taken = [], []
-        for other, (t, _, unlike, got_in) in in_window.items():
+        for other, found in in_window.items():
             # the burst says an attack is on; only attempts unlike the owner's are flagged
             if other != account and other not in state.reported and (
-                    got_in or (unlike and t <= settled)):
-                (taken if got_in else tried).append(other)
+                    found.got_in or (found.unlike_owner and found.t <= settled)):
+                (taken if found.got_in else tried).append(other)
         verdicts = [self._spread_verdict(state, count, needed, accounts, got_in)
                     for accounts, got_in in ((tried, False), (taken, True)) if accounts]
         if takeover:
@@ -454,26 +463,25 @@ class LoginFrequency(DetectorBase):
         since = obs.t - self._slow_seconds
         pending = state.pending
         while pending:  # oldest first: drop what left the window
-            t = next(iter(pending.values()))[0]
-            if t >= since and len(pending) < state.MAX_PENDING:
+            if next(iter(pending.values())).t >= since and len(pending) < state.MAX_PENDING:
                 break
             del pending[next(iter(pending))]
         account = event.account_id
         stranger = is_stranger(obs.profile, event.device_id, event.ip)
         failure = pending.get(account)
         if event.success and failure is not None:
-            if not stranger or failure[1] == event.device_id:
+            if not stranger or failure.device == event.device_id:
                 del pending[account]  # the owner got in: it was the owner failing
             else:  # a stranger got in
-                pending[account] = (*failure[:3], True)
+                pending[account] = failure._replace(got_in=True)
         elif stranger and not event.success:
             foreign = event.country is not None and bool(obs.profile.known_countries) \
                 and event.country not in obs.profile.known_countries
             if failure is None:
-                pending[account] = (obs.t, event.device_id, foreign, False)
+                pending[account] = StrangerFailure(obs.t, event.device_id, foreign, False)
                 state.hour_accounts += 1
-            elif foreign or failure[1] != event.device_id:  # rotating devices: not the owner
-                pending[account] = (failure[0], failure[1], True, failure[3])
+            elif foreign or failure.device != event.device_id:  # rotating: not the owner
+                pending[account] = failure._replace(unlike_owner=True)
         if verdict is not None:
             for flagged in verdict.also_flag:
                 state.reported[flagged] = obs.t
