@@ -66,6 +66,14 @@ class Allowlist:
         """
         if account_id in self.accounts:
             return f"account {account_id} is allow-listed"
+        return self._attributes_reason(profile, event)
+
+    def event_reason(self, event: Event) -> str | None:
+        """Why the attributes of ``event`` (email, device, card, IP) are allow-listed."""
+        return self._attributes_reason(None, event)
+
+    def _attributes_reason(self, profile: AccountProfile | None,
+                           event: Event | None) -> str | None:
         emails, devices, cards, ips = [], [], [], []
         if profile is not None:
             emails.append(profile.email)

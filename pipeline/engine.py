@@ -205,13 +205,23 @@ class Engine:
             if not self._opens_or_raises(detector, account, obs.t, severity):
                 self.stats.repeats_in_episode += 1
                 continue
-            if self.allowlist and self.allowlist.reason(
-                    account, profile, obs.event if account == obs.account_id else None):
+            if self.allowlist and self._allowed(account, profile, obs, reason):
                 self.stats.suppressed_by_allowlist += 1
                 continue
             flags.append(self._flag(detector, account, obs, reason, severity))
             self.stats.flags[detector, severity] += 1
         return flags
+
+    def _allowed(self, account: str, profile: AccountProfile | None, obs: Observation,
+                 verdict: Verdict) -> bool:
+        """Allow-listed: the account, its profile, or the event the evidence rests on (its
+        own, or the one that implicated it with the same IP, device or card; not a
+        bystander's that only revealed it)."""
+        own = account == obs.account_id
+        if self.allowlist.reason(account, profile, obs.event if own else None):
+            return True
+        return not own and verdict.flag_account and \
+            self.allowlist.event_reason(obs.event) is not None
 
     def _opens_or_raises(self, detector: str, account: str, t: float, severity: str) -> bool:
         """Episode gate: flag when an episode opens, or when its severity rises."""

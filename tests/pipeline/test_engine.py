@@ -65,6 +65,18 @@ def test_allowlist_always_wins_and_is_counted():
     assert engine.stats.suppressed_by_allowlist == 1
 
 
+def test_an_allowlisted_ip_clears_every_account_it_implicates_not_only_the_last():
+    # an IP failing against 12 accounts (a QA script): its earlier accounts are flagged
+    # through the later ones' events, which carry the allow-listed IP
+    attempts = [make_event("login", account_id=f"v{i}", ip="203.0.113.9", device_id=f"d{i}",
+                           success=False, t=30.0 * i) for i in range(12)]
+    engine, flags = run(attempts, allowlist=Allowlist(ips={"203.0.113.9"}))
+    assert flags == []
+    assert engine.stats.suppressed_by_allowlist == 12
+    _, unlisted = run(attempts)
+    assert {f.account_id for f in unlisted} == {f"v{i}" for i in range(12)}
+
+
 def test_allowlisted_accounts_leave_related_accounts():
     allow = Allowlist(email_domains={"example.com"})
     events = ring(n=4)
