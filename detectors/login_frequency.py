@@ -392,10 +392,9 @@ class LoginFrequency(DetectorBase):
             state.reported = dict(kept[-state.MAX_ATTEMPTS:])
 
     # -- strangers across all accounts ---------------------------------------------------
-    def _strangers_needed(self, state: StrangerState) -> int:
+    def _strangers_needed(self, usual: float) -> int:
         """Accounts failed by strangers within the slow window that make an attack: the
-        setting, or far above the usual count (a Poisson tail) where that is higher."""
-        usual = state.usual(self._slow_seconds / HOUR)
+        setting, or far above the ``usual`` count (a Poisson tail) where that is higher."""
         return max(self.spread_min_accounts, math.ceil(usual + 4 * math.sqrt(usual) + 1))
 
     def _score_strangers(self, state: StrangerState, obs: Observation) -> Verdict | None:
@@ -405,7 +404,8 @@ class LoginFrequency(DetectorBase):
         login passes here, so the last victims are judged too): its own account is flagged
         only when it is one of them."""
         pending = state.pending
-        needed = self._strangers_needed(state)
+        usual = state.usual(self._slow_seconds / HOUR)
+        needed = self._strangers_needed(usual)
         if len(pending) + 1 < needed:
             return None  # the cheap bound: almost every login stops here
         event = obs.event
@@ -426,16 +426,15 @@ class LoginFrequency(DetectorBase):
             if other != account and other not in state.reported and (
                     found.got_in or (found.unlike_owner and found.t <= settled)):
                 (taken if found.got_in else tried).append(other)
-        verdicts = [self._spread_verdict(state, count, needed, accounts, got_in)
+        verdicts = [self._spread_verdict(usual, count, needed, accounts, got_in)
                     for accounts, got_in in ((tried, False), (taken, True)) if accounts]
         if takeover:
             verdicts.append(replace(
-                self._spread_verdict(state, count, needed, (), True), flag_account=True))
+                self._spread_verdict(usual, count, needed, (), True), flag_account=True))
         return merge(verdicts) if verdicts else None
 
-    def _spread_verdict(self, state: StrangerState, count: int, needed: int,
+    def _spread_verdict(self, usual: float, count: int, needed: int,
                         accounts: Sequence[str], got_in: bool) -> Verdict:
-        usual = state.usual(self._slow_seconds / HOUR)
         reasons = [
             f"logins failed from a device and network the account never used, and the owner "
             f"did not get in within {self.spread_settle_minutes:g} min, on {count} accounts in "
