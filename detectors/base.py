@@ -257,6 +257,9 @@ def merge(verdicts: list[Verdict]) -> Verdict:
     """
     kept = sorted(verdicts, key=lambda v: -v.score)
     own = [v for v in kept if v.flag_account] or kept
+    # merged verdicts merged again keep their parts, not themselves: a part names accounts
+    # with its own reasons only
+    parts = sorted((p for v in kept for p in (v.parts or (v,))), key=lambda v: -v.score)
     return Verdict(
         score=own[0].score,
         reasons=_unique(r for v in own for r in v.reasons),
@@ -265,7 +268,7 @@ def merge(verdicts: list[Verdict]) -> Verdict:
         also_flag=_unique(a for v in kept for a in v.also_flag),
         severity=own[0].severity,
         flag_account=own[0].flag_account,
-        parts=tuple(kept) if len(kept) > 1 else (),
+        parts=tuple(parts) if len(parts) > 1 else (),
     )
 
 

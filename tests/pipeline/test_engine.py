@@ -148,3 +148,13 @@ def test_each_account_is_flagged_with_the_reasons_of_the_verdict_that_named_it()
     assert set(bystander) == {"x1", "x2"}
     assert "triggering_account" not in bystander["x1"].evidence
     assert "a0" not in bystander["x1"].related_accounts
+
+
+def test_a_merged_verdict_merged_again_still_names_each_account_by_its_own_part():
+    tried = Verdict(score=0.7, reasons=("tried",), also_flag=("x1",), flag_account=False)
+    taken = Verdict(score=0.95, reasons=("taken over",), also_flag=("x2",), flag_account=False)
+    one_key = merge([tried, taken])  # one key's view: both outcomes of one attack
+    other_key = Verdict(score=0.8, reasons=("brute force",))
+    merged = merge([one_key, other_key])  # the detector's verdicts over all its keys
+    assert merged.naming("x1") is tried and merged.naming("x2") is taken
+    assert merged.reasons == ("brute force",)
