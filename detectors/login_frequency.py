@@ -16,7 +16,9 @@ Logins are seen from five sides, each a key with its own bounded state:
   fingerprints, which no IP, device or /24 gathers: failures by *strangers* (a device and
   /24 the account's owner never used) on accounts the owner then does not get into, far more
   of them than the usual hour brings (learned online), each unlike the owner (a country the
-  owner never logged in from, or several unknown devices).
+  owner never logged in from, or several unknown devices). An account with no history yet is
+  judged when its owner's first login shows where the owner is; a stranger who gets in during
+  an attack, even at the first try and before the attack is recognised, is a takeover.
 
 Examples
 --------
@@ -36,12 +38,14 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import NamedTuple
 
 from river import proba, stats, utils
 
 from detectors.base import (
+    DAY,
     HOUR,
     DetectorBase,
     Observation,
@@ -69,6 +73,14 @@ SLOW_FACTOR = 2  # failures on one account over the slow window, against the fas
 # hours. An attack shorter than a day does not move it; a lasting change of habits does.
 USUAL_HOURS = 48
 STRANGERS_KEY = "pop"
+# What set a spread attack's victim apart from its owner, by what followed the failures.
+_OUTCOME = {
+    "tried": "this account's attempts came from a country its owner never logged in from, or "
+             "from several unknown devices: not the owner on a new one",
+    "got_in": "a stranger then got in from another device: likely takeover",
+    "first_try": "a stranger got in at the first try, on an unknown device and from a country "
+                 "the owner never logged in from, while the attack was on: likely takeover",
+}
 TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
 
 
@@ -77,11 +89,13 @@ class EntityState(SlotState):
 
     ``attempts`` holds ``(t, account, success)`` in time order, at most ``MAX_ATTEMPTS``;
     ``failures`` and ``failed_by`` count its failures and ``ok_by`` its successes per account,
-    so scoring a login costs O(1) even on a busy office NAT.
+    so scoring a login costs O(1) even on a busy office NAT. ``entered`` holds when strangers
+    (a device and /24 the owner never used) got into an account from here: takeovers at the
+    first try, once the attack is recognised.
     """
 
     MAX_ATTEMPTS = 1024
-    __slots__ = ("attempts", "failed_by", "failures", "key", "ok_by", "reported")
+    __slots__ = ("attempts", "entered", "failed_by", "failures", "key", "ok_by", "reported")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -90,6 +104,7 @@ class EntityState(SlotState):
         self.failed_by: dict[str, int] = {}
         self.ok_by: dict[str, int] = {}
         self.reported: dict[str, float] = {}
+        self.entered: dict[str, float] = {}  # oldest first
 
     def evict_oldest(self) -> None:
         _, account, success = self.attempts.popleft()
@@ -148,6 +163,15 @@ class StrangerFailure(NamedTuple):
     device: str
     unlike_owner: bool  # from a country the owner never used, or a second unknown device
     got_in: bool  # a stranger got in since
+    country: str | None = None  # where the failure came from
+
+
+class Attack(NamedTuple):
+    """A recognised spread attack: from its first flagged victim's failure to its last."""
+
+    start: float
+    end: float
+    accounts: int  # accounts failed by strangers in the window when it was last seen
 
 
 class StrangerState(SlotState):
@@ -155,18 +179,29 @@ class StrangerState(SlotState):
 
     A *stranger's* attempt comes from a device and a /24 the account's owner never used
     (:func:`~detectors.base.is_stranger`). ``pending`` holds, per account, its first stranger
-    failure in the window not since followed by the owner getting in (the owner on a new phone
-    fails, then succeeds from it), and what sets it apart from the owner: a country the owner
-    never logged in from, a second unknown device, a stranger getting in. ``hourly`` learns
-    how many accounts a usual hour brings.
+    failure in the window not since explained by the owner getting in (the owner on a new
+    phone fails, then succeeds from it or from the same country), and what sets it apart from
+    the owner: a country the owner never logged in from, a second unknown device, a stranger
+    getting in. ``hourly`` learns how many accounts a usual hour brings.
+
+    An account never seen before has no owner to be a stranger to: its failures wait in
+    ``unseen`` until the owner's first login says who the owner is. ``attacks`` remembers the
+    recognised attacks, so a failure that turns out to be a stranger's is judged against the
+    attack it fell in, even days later. ``first_try`` holds strangers who got in without
+    failing, from a country the owner never used: takeovers, should an attack be on.
     """
 
     MAX_PENDING = 4096
-    __slots__ = ("hour", "hour_accounts", "hourly", "key", "pending", "reported")
+    MAX_ATTACKS = 64
+    __slots__ = ("attacks", "first_try", "hour", "hour_accounts", "hourly", "key", "pending",
+                 "reported", "unseen")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.pending: dict[str, StrangerFailure] = {}  # oldest first
+        self.unseen: dict[str, StrangerFailure] = {}  # oldest first
+        self.first_try: dict[str, StrangerFailure] = {}  # oldest first
+        self.attacks: list[Attack] = []  # oldest first
         self.hourly = stats.RollingQuantile(q=0.5, window_size=USUAL_HOURS)
         self.hour: int | None = None  # the hour being counted (event time // 3600)
         self.hour_accounts = 0
@@ -175,6 +210,13 @@ class StrangerState(SlotState):
     def usual(self, hours: float) -> float:
         """Accounts with stranger failures expected in ``hours``."""
         return (self.hourly.get() or 0.0) * hours  # None before the first hour ends
+
+    def attack_at(self, t: float, slack: float) -> Attack | None:
+        """The recognised attack ``t`` fell in, if any."""
+        for attack in reversed(self.attacks):
+            if attack.start - slack <= t <= attack.end + slack:
+                return attack
+        return None
 
 
 class LoginFrequency(DetectorBase):
@@ -199,6 +241,10 @@ class LoginFrequency(DetectorBase):
     spread_settle_minutes
         Time the owner has to get in after such a failure (a new phone, a mistype) before the
         account counts as a stranger's target.
+    spread_recall_days
+        How long a recognised attack is remembered: a failure in it on an account never seen
+        before is flagged when the owner's first login, up to this long after, comes from
+        another device and country.
     brute_force_min_failures
         Failures on one account in the window, for an account that rarely fails.
     sharing_window_hours, sharing_min_devices, sharing_min_countries
@@ -224,6 +270,7 @@ class LoginFrequency(DetectorBase):
         stuffing_min_failure_ratio: float = 0.6,
         spread_min_accounts: int = 8,
         spread_settle_minutes: float = 10.0,
+        spread_recall_days: float = 7.0,
         brute_force_min_failures: int = 10,
         sharing_window_hours: float = 48.0,
         sharing_min_devices: int = 4,
@@ -236,7 +283,7 @@ class LoginFrequency(DetectorBase):
         check_positive(
             window_minutes=window_minutes, slow_window_minutes=slow_window_minutes,
             stuffing_min_accounts=stuffing_min_accounts, spread_min_accounts=spread_min_accounts,
-            spread_settle_minutes=spread_settle_minutes,
+            spread_settle_minutes=spread_settle_minutes, spread_recall_days=spread_recall_days,
             brute_force_min_failures=brute_force_min_failures,
             sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
             sharing_min_countries=sharing_min_countries, max_speed_kmh=max_speed_kmh,
@@ -250,6 +297,7 @@ class LoginFrequency(DetectorBase):
         self.stuffing_min_failure_ratio = stuffing_min_failure_ratio
         self.spread_min_accounts = spread_min_accounts
         self.spread_settle_minutes = spread_settle_minutes
+        self.spread_recall_days = spread_recall_days
         self.brute_force_min_failures = brute_force_min_failures
         self.sharing_window_hours = sharing_window_hours
         self.sharing_min_devices = sharing_min_devices
@@ -357,19 +405,23 @@ class LoginFrequency(DetectorBase):
             score = max(score, 0.95)
         earlier = tuple(sorted(a for a in failed
                                if a != event.account_id and a not in state.reported))
-        return Verdict(
-            score=round(score, 4),
-            reasons=tuple(reasons),
-            evidence={
-                "pattern": "credential_stuffing", kind: value,
-                "accounts_failed": len(failed), "attempts": attempts,
-                "failure_ratio": round(failure_ratio, 3),
-            },
-            also_flag=earlier,
+        evidence = {"pattern": "credential_stuffing", kind: value, "accounts_failed": len(failed),
+                    "attempts": attempts, "failure_ratio": round(failure_ratio, 3)}
+        verdict = Verdict(
+            score=round(score, 4), reasons=tuple(reasons), evidence=evidence, also_flag=earlier,
             # high means taken over; an account only tried is at most medium, so that its
             # takeover, should it follow, still raises a flag
             severity="high" if event.success else severity_of(score, high=math.inf),
         )
+        entered = tuple(sorted(a for a, t in state.entered.items() if t >= since and a not in
+                               failed and a != event.account_id and a not in state.reported))
+        if not entered:
+            return verdict
+        return merge([verdict, Verdict(
+            score=0.95, evidence=evidence, also_flag=entered, severity="high",
+            reasons=(reasons[0], f"a stranger (a device and network the account never used) got "
+                                 f"in from {entity} at the first try: likely takeover"),
+            flag_account=False)])
 
     def _learn_entity(self, state: EntityState, obs: Observation, verdict) -> None:
         event = obs.event
@@ -380,6 +432,8 @@ class LoginFrequency(DetectorBase):
         attempts.append((obs.t, event.account_id, event.success))
         if event.success:
             state.ok_by[event.account_id] = state.ok_by.get(event.account_id, 0) + 1
+            if is_stranger(obs.profile, event.device_id, event.ip):
+                _enter(state.entered, event.account_id, obs.t, since)
         else:
             state.failures += 1
             state.failed_by[event.account_id] = state.failed_by.get(event.account_id, 0) + 1
@@ -400,60 +454,102 @@ class LoginFrequency(DetectorBase):
     def _score_strangers(self, state: StrangerState, obs: Observation) -> Verdict | None:
         """Flag the accounts strangers failed on that the owner did not get into within
         ``spread_settle_minutes``, once there are far more of them than usual; a stranger
-        getting into one of them (now or before) is a takeover. Any login may reveal it (every
+        getting into one of them (now or before), or at the first try from a country the
+        owner never used while the attack is on, is a takeover. Any login may reveal it (every
         login passes here, so the last victims are judged too): its own account is flagged
         only when it is one of them."""
+        revealed = self._first_login_reveals(state, obs)
         pending = state.pending
         usual = state.usual(self._slow_seconds / HOUR)
         needed = self._strangers_needed(usual)
         if len(pending) + 1 < needed:
-            return None  # the cheap bound: almost every login stops here
+            return revealed  # the cheap bound: almost every login stops here
         event = obs.event
         account = event.account_id
         stranger = is_stranger(obs.profile, event.device_id, event.ip)
         since = obs.t - self._slow_seconds
         settled = obs.t - self.spread_settle_minutes * 60
         in_window = {a: failure for a, failure in pending.items() if failure.t >= since}
+        entered = [a for a, found in state.first_try.items() if found.t >= since]
         failure = in_window.get(account)
-        takeover = event.success and stranger and failure is not None \
-            and failure.device != event.device_id
+        takeover = event.success and stranger and (
+            not _owner_got_in(failure, obs, stranger) if failure is not None
+            else _foreign(obs))  # at the first try
         count = len(in_window) + (stranger and not event.success and failure is None)
-        if count < needed or (takeover and count - 1 < needed):
-            return None
+        if count - (takeover and failure is not None) < needed:
+            return revealed
         tried, taken = [], []
         for other, found in in_window.items():
             # the burst says an attack is on; only attempts unlike the owner's are flagged
             if other != account and other not in state.reported and (
                     found.got_in or (found.unlike_owner and found.t <= settled)):
                 (taken if found.got_in else tried).append(other)
-        verdicts = [self._spread_verdict(usual, count, needed, accounts, got_in)
-                    for accounts, got_in in ((tried, False), (taken, True)) if accounts]
+        at_once = [a for a in entered if a != account and a not in state.reported]
+        verdicts = [self._spread_verdict(usual, count, accounts, outcome)
+                    for accounts, outcome in ((tried, "tried"), (taken, "got_in"),
+                                              (at_once, "first_try")) if accounts]
         if takeover:
-            verdicts.append(replace(
-                self._spread_verdict(usual, count, needed, (), True), flag_account=True))
+            outcome = "got_in" if failure is not None else "first_try"
+            verdicts.append(replace(self._spread_verdict(usual, count, (), outcome),
+                                    flag_account=True))
+        if revealed is not None:
+            verdicts.append(revealed)
         return merge(verdicts) if verdicts else None
 
-    def _spread_verdict(self, usual: float, count: int, needed: int,
-                        accounts: Sequence[str], got_in: bool) -> Verdict:
+    def _spread_verdict(self, usual: float, count: int, accounts: Sequence[str],
+                        outcome: str) -> Verdict:
+        """``outcome``: ``tried`` (strangers failed), ``got_in`` (then one got in) or
+        ``first_try`` (one got in at once, from a country the owner never used)."""
+        needed = self._strangers_needed(usual)
         reasons = [
-            f"logins failed from a device and network the account never used, and the owner "
-            f"did not get in within {self.spread_settle_minutes:g} min, on {count} accounts in "
-            f"{_span(self.slow_window_minutes)} (usually about {usual:.1f}): credential "
-            "stuffing spread over many IPs and devices",
-            "a stranger then got in from another device: likely takeover" if got_in else
-            "this account's attempts came from a country its owner never logged in from, or "
-            "from several unknown devices: not the owner on a new one",
+            f"credential stuffing spread over many IPs and devices: logins failed from devices "
+            f"and networks their owners never used, on {count} accounts in "
+            f"{_span(self.slow_window_minutes)} (usually about {usual:.1f}), and the owners did "
+            f"not get in within {self.spread_settle_minutes:g} min",
+            _OUTCOME[outcome],
         ]
         score = min(0.99, 0.7 + 0.29 * (count - needed) / (3 * needed))
-        if got_in:
-            score = max(score, 0.95)
+        if outcome != "tried":
+            score = max(score, 0.95 if outcome == "got_in" else 0.93)
         return Verdict(
             score=round(score, 4), reasons=tuple(reasons),
             evidence={"pattern": "credential_stuffing", "spread": True,
                       "accounts_failed": count, "usual": round(usual, 2)},
             also_flag=tuple(accounts),
-            severity="high" if got_in else severity_of(score, high=math.inf),
+            # high means taken over; an account only tried is at most medium, so that its
+            # takeover, should it follow, still raises a flag
+            severity="high" if outcome != "tried" else severity_of(score, high=math.inf),
             flag_account=False,
+        )
+
+    def _first_login_reveals(self, state: StrangerState, obs: Observation) -> Verdict | None:
+        """An account never seen before failed during a recognised attack, and its owner's
+        first login, since the attack, comes from another device and country: the failure was
+        a stranger's. (Still inside the window, the live count judges it instead.)"""
+        event = obs.event
+        if not event.success or obs.profile.known_devices:
+            return None
+        failure = state.unseen.get(event.account_id)
+        if failure is None or not _elsewhere(failure, event) \
+                or failure.t >= obs.t - self._slow_seconds:
+            return None
+        attack = state.attack_at(failure.t, self.spread_settle_minutes * 60)
+        if attack is None:
+            return None
+        return Verdict(
+            score=0.8,
+            reasons=(
+                f"a login failed from {failure.country} on an unknown device at "
+                f"{_clock(failure.t)}, during credential stuffing spread over many IPs and "
+                f"devices ({attack.accounts} accounts failed by strangers, "
+                f"{_clock(attack.start)} to {_clock(attack.end)})",
+                f"the owner's first login since came from {event.country} on another device: "
+                "the failure was not theirs",
+            ),
+            evidence={"pattern": "credential_stuffing", "spread": True,
+                      "accounts_failed": attack.accounts, "failed_at": _clock(failure.t),
+                      "failed_from": failure.country, "failed_device": failure.device},
+            severity="medium",
         )
 
     def _learn_strangers(self, state: StrangerState, obs: Observation, verdict) -> None:
@@ -461,33 +557,85 @@ class LoginFrequency(DetectorBase):
         self._count_hour(state, obs.t)
         since = obs.t - self._slow_seconds
         pending = state.pending
-        while pending:  # oldest first: drop what left the window
-            if next(iter(pending.values())).t >= since and len(pending) < state.MAX_PENDING:
-                break
-            del pending[next(iter(pending))]
+        for held in (pending, state.first_try):
+            while held:  # oldest first: drop what left the window
+                if next(iter(held.values())).t >= since and len(held) < state.MAX_PENDING:
+                    break
+                del held[next(iter(held))]
+        if verdict is not None:
+            self._note_flagged(state, obs, verdict)
+        if not obs.profile.known_devices:
+            self._learn_unseen(state, obs)
+            return
         account = event.account_id
         stranger = is_stranger(obs.profile, event.device_id, event.ip)
         failure = pending.get(account)
         if event.success and failure is not None:
-            if not stranger or failure.device == event.device_id:
-                del pending[account]  # the owner got in: it was the owner failing
-            else:  # a stranger got in
+            if _owner_got_in(failure, obs, stranger):
+                del pending[account]  # it was the owner failing
+            elif stranger:  # a stranger got in
                 pending[account] = failure._replace(got_in=True)
+            # the owner got in from home after a failure abroad: that failure was not theirs
+        elif event.success and stranger and _foreign(obs):
+            state.first_try[account] = StrangerFailure(obs.t, event.device_id, True, True,
+                                                       event.country)
         elif stranger and not event.success:
-            foreign = event.country is not None and bool(obs.profile.known_countries) \
-                and event.country not in obs.profile.known_countries
+            foreign = _foreign(obs)
             if failure is None:
-                pending[account] = StrangerFailure(obs.t, event.device_id, foreign, False)
+                pending[account] = StrangerFailure(obs.t, event.device_id, foreign, False,
+                                                   event.country)
                 state.hour_accounts += 1
             elif foreign or failure.device != event.device_id:  # rotating: not the owner
                 pending[account] = failure._replace(unlike_owner=True)
-        if verdict is not None:
-            for flagged in verdict.also_flag:
-                state.reported[flagged] = obs.t
-            state.reported = {a: t for a, t in state.reported.items() if t >= since}
+
+    def _note_flagged(self, state: StrangerState, obs: Observation, verdict: Verdict) -> None:
+        """Accounts flagged are not flagged again in the window; the attack is remembered."""
+        self._remember_attack(state, verdict)
+        flagged = (*verdict.also_flag, obs.account_id) if verdict.flag_account \
+            else verdict.also_flag
+        for account in flagged:
+            state.reported[account] = obs.t
+        since = obs.t - self._slow_seconds
+        state.reported = {a: t for a, t in state.reported.items() if t >= since}
+
+    def _learn_unseen(self, state: StrangerState, obs: Observation) -> None:
+        """No owner to compare with yet: a failure waits for the owner's first login."""
+        event = obs.event
+        account = event.account_id
+        unseen = state.unseen
+        if not event.success:
+            if account not in unseen:
+                if len(unseen) >= state.MAX_PENDING:
+                    del unseen[next(iter(unseen))]
+                unseen[account] = StrangerFailure(obs.t, event.device_id, True, False,
+                                                  event.country)
+            return
+        failure = unseen.pop(account, None)
+        if failure is not None and failure.t >= obs.t - self._slow_seconds \
+                and _elsewhere(failure, event):
+            # a stranger's failure inside the window: the live count takes it, in time order
+            state.pending = dict(sorted({**state.pending, account: failure}.items(),
+                                        key=lambda item: item[1].t))
+
+    def _remember_attack(self, state: StrangerState, verdict: Verdict) -> None:
+        """The span of the victims' failures, merged with the attack it continues."""
+        times = [state.pending[a].t for a in verdict.also_flag if a in state.pending]
+        if not times:
+            return
+        start, end = min(times), max(times)
+        accounts = verdict.evidence.get("accounts_failed", 0)
+        attacks = state.attacks
+        if attacks and start <= attacks[-1].end + self._slow_seconds:
+            last = attacks[-1]
+            attacks[-1] = Attack(min(last.start, start), max(last.end, end),
+                                 max(last.accounts, accounts))
+        else:
+            attacks.append(Attack(start, end, accounts))
+            del attacks[: -state.MAX_ATTACKS]
 
     def _count_hour(self, state: StrangerState, t: float) -> None:
-        """Fold finished hours into the usual count (hours with no login at all as 0).
+        """Fold finished hours into the usual count (hours with no login at all as 0), and
+        forget, once an hour, what no attack needs any more.
 
         Every hour counts, attacks included: a median over two days is not moved by an
         attack of hours, while never learning from flagged hours would never learn a
@@ -502,6 +650,16 @@ class LoginFrequency(DetectorBase):
         for _ in range(min(hour - state.hour - 1, USUAL_HOURS)):
             state.hourly.update(0)
         state.hour, state.hour_accounts = hour, 0
+        self._forget(state, t)
+
+    def _forget(self, state: StrangerState, t: float) -> None:
+        """Attacks past recall, and failures on unseen accounts outside the window and every
+        remembered attack."""
+        recall = t - self.spread_recall_days * DAY
+        state.attacks = [a for a in state.attacks if a.end >= recall]
+        since, slack = t - self._slow_seconds, self.spread_settle_minutes * 60
+        state.unseen = {a: f for a, f in state.unseen.items() if f.t >= since or (
+            f.t >= recall and state.attack_at(f.t, slack) is not None)}
 
     # -- one account --------------------------------------------------------------------
     def _score_account(self, state: AccountState, obs: Observation) -> Verdict | None:
@@ -645,6 +803,43 @@ class LoginFrequency(DetectorBase):
             if t > state.folded_t and not flagged:
                 state.failure_rate.update(not success)
         state.folded_t = max(state.folded_t, until)
+
+
+def _enter(entered: dict[str, float], account: str, t: float, since: float) -> None:
+    """Note a stranger getting in, forgetting those that left the window (oldest first)."""
+    while entered and next(iter(entered.values())) < since:
+        del entered[next(iter(entered))]
+    entered.pop(account, None)
+    entered[account] = t
+    if len(entered) > EntityState.MAX_ATTEMPTS:
+        del entered[next(iter(entered))]
+
+
+def _owner_got_in(failure: StrangerFailure, obs: Observation, stranger: bool) -> bool:
+    """A success that explains a stranger's failure as the owner's: from the failing device,
+    or where the failure came from, on the owner's own device or network there, or on another
+    new device in the owner's home country."""
+    event = obs.event
+    return failure.device == event.device_id or (
+        event.country == failure.country and not (stranger and _foreign(obs)))
+
+
+def _foreign(obs: Observation) -> bool:
+    """From a country the account's owner never logged in from (known owners only)."""
+    country = obs.event.country
+    known = obs.profile.known_countries
+    return country is not None and bool(known) and country not in known
+
+
+def _elsewhere(failure: StrangerFailure, event) -> bool:
+    """A login from another device and another country than the failure: not its author."""
+    return failure.device != event.device_id and None not in (failure.country, event.country) \
+        and failure.country != event.country
+
+
+def _clock(t: float) -> str:
+    """Event time as analysts read it: ``2026-11-03 17:46 UTC``."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _span(minutes: float) -> str:

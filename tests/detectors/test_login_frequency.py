@@ -124,6 +124,26 @@ class TestCredentialStuffing:
         assert [f.severity for f in flags["fresh-hit"]] == ["high"]
         assert flags["fresh-hit"][0].score >= 0.95
 
+    def test_a_stranger_who_got_in_before_the_ip_was_recognised_is_a_takeover(self):
+        # the owner of "early-hit" has history; the attacker gets in at the first try from
+        # the stuffing IP before five accounts failed from it
+        rng = random.Random(18)
+        start = 4 * DAY + 2 * HOUR
+        attack = stuffing_attack(rng, start)
+        first = min(e.ts for e in attack)
+        hit_t = (first - EPOCH).total_seconds() - 60
+        events = [login("early-hit", DAY, ip="100.9.7.20", device="own-early"),
+                  login("colleague", DAY, ip="100.9.8.20", device="own-colleague"),
+                  *attack,
+                  login("early-hit", hit_t, ip=STUFFER_IP, device="hb-1", country="NL",
+                        agent="python-requests/2.31"),
+                  # the owner's own device behind the same IP is no stranger
+                  login("colleague", hit_t + 5, ip=STUFFER_IP, device="own-colleague")]
+        flags = replay(events)
+        assert set(flags) == {*VICTIMS, "early-hit"}
+        assert [f.severity for f in flags["early-hit"]] == ["high"]
+        assert "at the first try" in flags["early-hit"][0].reasons[-1]
+
     def test_a_victim_of_a_large_attack_is_medium_until_it_is_taken_over(self):
         # the 30th account tried comes when the attack is already large; its password works
         # ten minutes later: that takeover must still raise a high flag
@@ -485,6 +505,86 @@ class TestSpreadStuffing:
         assert set(flags) == set(self.victims)
         assert flags[hit.account_id][-1].severity == "high"
         assert "likely takeover" in flags[hit.account_id][-1].reasons[-1]
+
+    def test_the_owner_getting_in_from_home_does_not_explain_a_failure_from_abroad(self):
+        rng = random.Random(37)
+        attack = spread_attack(rng, self.victims, self.start)
+        first = min(attack, key=lambda e: e.ts)
+        home = int(first.account_id[-2:])
+        back = login(first.account_id, (first.ts - EPOCH).total_seconds() + 3 * MINUTE,
+                     ip=f"100.{home}.7.20", device=f"own-{first.account_id}")
+        flags = replay([*owners_at_home(self.victims, DAY), *attack, back,
+                        *ordinary_users(rng, self.start, 3)])
+        assert set(flags) == set(self.victims)
+
+    def test_an_owner_failing_on_a_tablet_then_getting_in_on_a_new_laptop_at_home_is_quiet(self):
+        # two devices the owner never used before, on two networks, both in the owner's country
+        rng = random.Random(41)
+        t = self.start + 20 * MINUTE
+        events = [*owners_at_home([*self.victims, "two-devices"], DAY),
+                  *spread_attack(rng, self.victims, self.start),
+                  *(login("two-devices", t + k * 20, ip="172.58.3.9", device="new-tablet",
+                          success=False) for k in range(3)),
+                  login("two-devices", t + 2 * HOUR, ip="96.8.4.30", device="new-laptop"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == set(self.victims)
+
+    def test_a_traveller_failing_on_a_new_phone_abroad_then_getting_in_there_is_quiet(self):
+        rng = random.Random(38)
+        t = self.start + 20 * MINUTE
+        events = [*owners_at_home([*self.victims, "traveller"], DAY),
+                  *spread_attack(rng, self.victims, self.start),
+                  login("traveller", t, ip="81.2.69.160", device="new-ph", success=False,
+                        country="DE"),
+                  login("traveller", t + 2 * MINUTE, ip="81.2.70.9", device="own-traveller",
+                        country="DE"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == set(self.victims)
+
+    def test_a_stranger_getting_in_at_the_first_try_from_abroad_is_a_takeover(self):
+        # before the attack is recognised (the first attempt of all) and during it
+        rng = random.Random(39)
+        attack = spread_attack(rng, self.victims, self.start)
+        first = (min(e.ts for e in attack) - EPOCH).total_seconds()
+        events = [*owners_at_home([*self.victims, "taken-early", "taken-late"], DAY), *attack,
+                  login("taken-early", first - 60, ip="41.58.3.9", device="fp-x1",
+                        country="NG"),
+                  login("taken-late", self.start + 100 * MINUTE, ip="41.58.4.9",
+                        device="fp-x2", country="NG"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == {*self.victims, "taken-early", "taken-late"}
+        for account in ("taken-early", "taken-late"):
+            assert [f.severity for f in flags[account]] == ["high"]
+            assert "at the first try" in flags[account][0].reasons[-1]
+        # named in one verdict with the takeover, the victims only tried keep their own reasons
+        for account in self.victims:
+            assert not any("takeover" in r for f in flags[account] for r in f.reasons)
+
+    def test_an_unseen_account_is_flagged_when_its_owner_shows_up_elsewhere(self):
+        # "cold-*" accounts had no login before the attack: nothing to be a stranger to, until
+        # the owner's first login, days later, from another device and country
+        rng = random.Random(40)
+        cold = ["cold-abroad", "cold-same-country", "cold-same-device"]
+        attack = spread_attack(rng, self.victims + cold, self.start)
+        tried = {e.account_id: e for e in attack if e.account_id in cold}
+        later = self.start + 2 * DAY
+        events = [*owners_at_home(self.victims, DAY), *attack,
+                  login("cold-abroad", later, ip="100.50.7.20", device="own-cold",
+                        country="US"),
+                  login("cold-same-country", later, ip="100.51.7.20", device="own-cold2",
+                        country=tried["cold-same-country"].country),
+                  login("cold-same-device", later, ip="100.52.7.20",
+                        device=tried["cold-same-device"].device_id, country="US"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == {*self.victims, "cold-abroad"}
+        flag = flags["cold-abroad"][0]
+        assert flag.ts.startswith("2026-11-06")  # at the owner's login, not the attack
+        assert flag.evidence["failed_from"] == tried["cold-abroad"].country
+        assert "first login since came from US" in flag.reasons[1]
 
     def test_where_many_accounts_always_fail_from_new_places_the_usual_count_is_learned(self):
         # 3 accounts an hour fail from a new device, network and country and never get in,
