@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rate", type=float, default=20000, help="live produce rate, events/s")
+    parser.add_argument("--checkpoints", choices=("kafka", "file"), default="kafka")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="worker-bench-"))
@@ -127,16 +128,19 @@ def main() -> None:
                                                     topic_prefix=prefix), progress=False)
     print(f"produced: {summary.render()}")
     started = time.monotonic()
-    workers = [start_worker(args.bootstrap, prefix, workdir) for _ in range(args.workers)]
+    workers = [start_worker(args.bootstrap, prefix, workdir, "--checkpoints", args.checkpoints)
+               for _ in range(args.workers)]
     first, done, samples = wait([port for _, port in workers], len(events))
     stop([process for process, _ in workers])
-    print(f"backlog, {args.workers} worker(s): {len(events) / (done - first):,.0f} events/s "
+    print(f"backlog, {args.workers} worker(s), checkpoints in {args.checkpoints}: "
+          f"{len(events) / (done - first):,.0f} events/s "
           f"({done - first:.1f} s from first event to caught up; {done - started:.1f} s "
           f"including start-up and group join); "
           f"{value(samples, 'abuse_flags_total'):.0f} flags")
 
     prefix = f"bench-{tag}-live."
-    process, port = start_worker(args.bootstrap, prefix, workdir)
+    process, port = start_worker(args.bootstrap, prefix, workdir, "--checkpoints",
+                                 args.checkpoints)
     time.sleep(5)  # joined the group
     from kafka import KafkaProducer
 

@@ -98,9 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--group-id", help="consumer group and internal topic names "
                         "(or ABUSE_GROUP_ID; default abuse-pipeline)")
     worker.add_argument("--topic-prefix", help="prefix of every topic (or ABUSE_TOPIC_PREFIX)")
+    worker.add_argument("--checkpoints", choices=("kafka", "file"), default=None,
+                        help="where detection checkpoints go (or ABUSE_CHECKPOINTS): kafka (the "
+                             "default: a compacted topic, so any worker of the group can take "
+                             "over, on any machine) or file (in --state-dir)")
     worker.add_argument("--state-dir", default=None,
-                        help="detection checkpoints (or ABUSE_STATE_DIR; default ./worker-state); "
-                             "workers of one group that take over from each other share it")
+                        help="with --checkpoints file: the checkpoint directory (or "
+                             "ABUSE_STATE_DIR; default ./worker-state), which workers of one "
+                             "group that take over from each other must share")
     worker.add_argument("--partitions", type=int, default=6,
                         help="partitions for event topics the worker creates (default 6)")
     worker.add_argument("--replication-factor", type=int, default=None, help=REPLICATION_HELP)

@@ -42,6 +42,7 @@ def _worker(args: argparse.Namespace) -> int:
         fingerprint=detector_fingerprint(make_engine()),
         clickhouse=args.clickhouse or env.get("ABUSE_CLICKHOUSE"),
         state_dir=Path(args.state_dir or env.get("ABUSE_STATE_DIR", "worker-state")),
+        checkpoints=_checkpoints(args.checkpoints or env.get("ABUSE_CHECKPOINTS", "kafka")),
         lateness=args.lateness, idle_flush=args.idle_flush, partitions=args.partitions,
         checkpoint_seconds=args.checkpoint_seconds,
         metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
@@ -52,6 +53,12 @@ def _worker(args: argparse.Namespace) -> int:
         lane="+".join(sorted(args.detectors)) if args.detectors else "")
     _json_logs()
     return asyncio.run(run_worker(config))
+
+
+def _checkpoints(where: str) -> str:
+    if where not in ("kafka", "file"):
+        raise SystemExit(f"ABUSE_CHECKPOINTS must be kafka or file, not {where!r}")
+    return where
 
 
 def _json_logs() -> None:

@@ -12,7 +12,8 @@ Two stages run in every worker process (see :mod:`pipeline.sequencing` for why):
   ``--detectors`` form a detection *lane* of their own (group ``GROUP.detect.NAMES``, own
   checkpoint): lanes run different detectors side by side over the same sequenced events, and
   the topic is trimmed only up to what every lane has checkpointed. The owner restores the
-  checkpoint from ``--state-dir``, runs the engine, writes flags to ``abuse.flags`` (topic, key =
+  checkpoint (from a compacted Kafka topic, or ``--state-dir``: :mod:`pipeline.checkpoints`),
+  runs the engine, writes flags to ``abuse.flags`` (topic, key =
   account_id) and ClickHouse, dead letters to ``abuse.dead_letters``, and checkpoints: sinks
   are flushed *before* the checkpoint (which holds the offset to resume from) is written and
   the offset committed, so a crash replays from the checkpoint and re-emits the same flag ids.
@@ -40,6 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoints import (
+    TOPIC_CONFIGS,
+    CheckpointStore,
+    FileCheckpoints,
+    KafkaCheckpoints,
+)
 from pipeline.engine import Engine
 from pipeline.kafka_settings import DEAD_LETTER_TOPIC, FLAGS_TOPIC, KafkaSettings
 from pipeline.metrics import WorkerMetrics
@@ -85,6 +92,7 @@ class WorkerConfig:
     purge_seconds: float = PURGE_SECONDS
     # a detection lane: the detectors this worker runs ("" = all); lanes detect side by side
     lane: str = ""
+    checkpoints: str = "kafka"  # or "file": in --state-dir (workers taking over must share it)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,6 +107,16 @@ class WorkerConfig:
     def checkpoint_path(self) -> Path:
         lane = f".{self.lane}" if self.lane else ""
         return self.state_dir / f"{self.sequenced_topic}-0{lane}.checkpoint"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        """One compacted topic per lane (topic names cannot hold the lane's ``+``)."""
+        return f"{self.kafka.topic_prefix}{self.detect_group.replace('+', '-')}.checkpoints"
+
+    def checkpoint_store(self, producer: Any) -> CheckpointStore:
+        if self.checkpoints == "file":
+            return FileCheckpoints(self.checkpoint_path)
+        return KafkaCheckpoints(self.kafka, self.checkpoint_topic, producer)
 
 
 CHECKPOINT_SHARE = 0.05  # of the detect stage's time, at most, spent writing checkpoints
@@ -258,6 +276,7 @@ class DetectStage:
         self.producer = producer
         self.metrics = metrics
         self.stage: DetectionStage | None = None
+        self.checkpoints = config.checkpoint_store(producer)
         self.sinks: list[BaseSink] = []
         self.dead_sink: BaseSink | None = None
         self.lock = asyncio.Lock()
@@ -306,26 +325,29 @@ class DetectStage:
         async with self.lock:
             stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness,
                                    idle_after=self.config.idle_flush)
-            path = self.config.checkpoint_path
+            where = self.checkpoints.where
             start = (await self.consumer.beginning_offsets([tp]))[tp]
-            if path.exists():
-                stage.restore(path.read_bytes(), self.config.fingerprint)
+            blob = await self.checkpoints.load()
+            if blob is not None:
+                stage.restore(blob, self.config.fingerprint)
                 if stage.next_offset < start:  # never skip silently over what is gone
                     raise RuntimeError(
-                        f"the checkpoint at {path} resumes at offset {stage.next_offset}, but "
+                        f"the checkpoint in {where} resumes at offset {stage.next_offset}, but "
                         f"{tp.topic} starts at offset {start}: the events between were deleted "
                         "(by retention, or trimmed by a lane that did not see this one); "
                         "detection would miss them")
                 log.info("detection resumed from checkpoint", extra={
-                    "checkpoint": str(path), "offset": stage.next_offset,
+                    "checkpoint": where, "offset": stage.next_offset,
                     "events": stage.received, "buffered": len(stage.buffer)})
             elif start > 0 and await self.consumer.committed(tp) is not None:
                 # this lane ran before and its checkpoint is gone: never start afresh on a
                 # trimmed history, say what is wrong
                 raise RuntimeError(
-                    f"no checkpoint at {path}, but {tp.topic} starts at offset {start} "
-                    "(trimmed after another worker's checkpoint, or by retention): give "
-                    "this worker the --state-dir the group's other workers use")
+                    f"no checkpoint in {where}, but {tp.topic} starts at offset {start} "
+                    "(trimmed after another worker's checkpoint, or by retention): "
+                    + ("give this worker the --state-dir the group's other workers use"
+                       if self.config.checkpoints == "file" else
+                       "was the checkpoint topic deleted?"))
             elif start > 0:
                 # a lane that never ran (new detectors): it learns from what is still there
                 stage.next_offset = start
@@ -333,7 +355,7 @@ class DetectStage:
                             "detectors see no earlier events", extra={
                                 "detect_group": self.config.detect_group, "offset": start})
             else:
-                log.info("detection starts afresh", extra={"checkpoint": str(path)})
+                log.info("detection starts afresh", extra={"checkpoint": where})
             self.sinks = await self._open_sinks()
             self.consumer.seek(tp, stage.next_offset)
             self.stage = stage
@@ -490,14 +512,7 @@ class DetectStage:
         if stage is None:
             return
         started = time.monotonic()
-        path = self.config.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        with open(temporary, "wb") as file:
-            file.write(stage.snapshot(self.config.fingerprint))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)  # atomic: a crash leaves the old checkpoint or the new
+        await self.checkpoints.save(stage.snapshot(self.config.fingerprint))
         self.last_checkpoint = time.monotonic()
         self.checkpoint_took = self.last_checkpoint - started
         from aiokafka import TopicPartition
@@ -546,6 +561,8 @@ def ensure_worker_topics(config: WorkerConfig) -> None:
                   config.partitions)
     ensure_topics(kafka, [config.sequenced_topic], 1,
                   configs={"max.message.bytes": str(SEQUENCED_MAX_BYTES)})
+    if config.checkpoints == "kafka":
+        ensure_topics(kafka, [config.checkpoint_topic], 1, configs=TOPIC_CONFIGS)
 
 
 async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) -> int:

@@ -295,12 +295,15 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
     assert 0 < start <= min(commits.values()), (start, commits)
 
 
+@pytest.mark.parametrize("checkpoints", ["kafka", "file"])
 def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
-        kafka_bootstrap, tmp_path, traffic):
+        kafka_bootstrap, tmp_path, traffic, checkpoints):
+    """With checkpoints in Kafka the worker that takes over needs nothing of the dead one's
+    disk: it starts with a state directory of its own, as on another machine."""
     events, replay_ids, lines = traffic
     run = Run(kafka_bootstrap, tmp_path)
     produce_file(str(events), run.settings, partitions=6, progress=False)
-    process, port = run.start_worker("--checkpoint-seconds", "0.2")
+    process, port = run.start_worker("--checkpoint-seconds", "0.2", "--checkpoints", checkpoints)
     processed, deadline = 0.0, time.monotonic() + 120
     while processed < lines * 0.3 and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -309,8 +312,11 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed} of {lines}"
+    assert (run.state.exists() and any(run.state.iterdir())) == (checkpoints == "file")
 
-    run.start_worker()
+    elsewhere = tmp_path / "another-machine"
+    run.start_worker("--checkpoints", checkpoints,
+                     *(["--state-dir", str(elsewhere)] if checkpoints == "kafka" else []))
     try:
         wait_caught_up(run, lines)
     finally:
@@ -416,16 +422,19 @@ def test_a_worker_without_the_checkpoint_refuses_a_trimmed_history(kafka_bootstr
 
     asyncio.run(trim())
     # a brand-new lane (its group never committed) starts where the topic starts
-    process, port = run.start_worker()
+    process, port = run.start_worker("--checkpoints", "file")
     wait_until(lambda: metrics(port).get("abuse_detect_active") == 1, run)
     run.stop_all()
     assert "new detection lane starts where the sequenced topic starts" in run.logs()
     # now the lane has committed; without its checkpoint it must not start afresh
-    for checkpoint in run.state.glob("*.checkpoint"):
+    checkpoints = list(run.state.glob("*.checkpoint"))
+    assert checkpoints
+    for checkpoint in checkpoints:
         checkpoint.unlink()
-    process, _ = run.start_worker()
+    process, _ = run.start_worker("--checkpoints", "file")
     assert process.wait(timeout=60) == 1
-    assert "no checkpoint at" in run.logs() and "starts at offset 2" in run.logs()
+    assert "no checkpoint in" in run.logs() and "starts at offset 2" in run.logs()
+    assert "--state-dir the group's other workers use" in run.logs()
 
 
 def test_a_worker_whose_checkpoint_is_behind_the_topic_start_refuses_to_skip(kafka_bootstrap,
