@@ -33,9 +33,11 @@ __all__ = [
 
 CHUNK_BYTES = 4 * 1024 * 1024
 MANIFEST_KEY = b"manifest"
-# compacted: the topic keeps about the last two checkpoints, whatever ran before
+# compacted: the topic keeps about the last two checkpoints, whatever ran before, once its
+# segments roll (at 64 MB or 10 min: the one being written is never compacted)
 TOPIC_CONFIGS = {"cleanup.policy": "compact", "max.message.bytes": str(2 * CHUNK_BYTES),
-                 "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.2"}
+                 "segment.bytes": str(64 * 1024 * 1024), "segment.ms": "600000",
+                 "min.cleanable.dirty.ratio": "0.2"}
 _PATIENCE = 10  # empty fetches of a second each before a read counts as stuck
 _TAIL = 64  # records read back from the end at first when looking for the latest manifest
 
