@@ -127,7 +127,8 @@ class EntityState(SlotState):
 class AccountState(SlotState):
     """One account's recent logins and its learned baselines."""
 
-    __slots__ = ("failure_rate", "folded_t", "gaps", "key", "last_t", "logins", "n_gaps")
+    __slots__ = ("failure_rate", "folded_t", "gaps", "key", "last_t", "logins", "n_gaps",
+                 "unknown_failures")
 
     def __init__(self, key: str, window: int) -> None:
         self.key = key
@@ -141,6 +142,8 @@ class AccountState(SlotState):
         self.gaps = utils.Rolling(stats.Var, window_size=window)
         self.n_gaps = 0
         self.last_t: float | None = None
+        # failures in a row from devices the owner never used, since the last success
+        self.unknown_failures = 0
 
     def __getstate__(self) -> dict:
         # proba.Beta carries a random.Random (2.5 kB pickled) for sampling, which is never
@@ -247,6 +250,9 @@ class LoginFrequency(DetectorBase):
         another device and country.
     brute_force_min_failures
         Failures on one account in the window, for an account that rarely fails.
+    brute_force_streak, brute_force_streak_hours
+        Failures in a row, none succeeding, from devices the owner never used, within this
+        many hours: brute force too slow for the windows above (a few attempts an hour).
     sharing_window_hours, sharing_min_devices, sharing_min_countries
         Distinct devices and countries of successful logins that make a shared account.
     max_speed_kmh
@@ -272,6 +278,8 @@ class LoginFrequency(DetectorBase):
         spread_settle_minutes: float = 10.0,
         spread_recall_days: float = 7.0,
         brute_force_min_failures: int = 10,
+        brute_force_streak: int = 30,
+        brute_force_streak_hours: float = 48.0,
         sharing_window_hours: float = 48.0,
         sharing_min_devices: int = 4,
         sharing_min_countries: int = 3,
@@ -285,6 +293,8 @@ class LoginFrequency(DetectorBase):
             stuffing_min_accounts=stuffing_min_accounts, spread_min_accounts=spread_min_accounts,
             spread_settle_minutes=spread_settle_minutes, spread_recall_days=spread_recall_days,
             brute_force_min_failures=brute_force_min_failures,
+            brute_force_streak=brute_force_streak,
+            brute_force_streak_hours=brute_force_streak_hours,
             sharing_window_hours=sharing_window_hours, sharing_min_devices=sharing_min_devices,
             sharing_min_countries=sharing_min_countries, max_speed_kmh=max_speed_kmh,
             scripted_intervals=scripted_intervals, scripted_max_cv=scripted_max_cv,
@@ -299,6 +309,8 @@ class LoginFrequency(DetectorBase):
         self.spread_settle_minutes = spread_settle_minutes
         self.spread_recall_days = spread_recall_days
         self.brute_force_min_failures = brute_force_min_failures
+        self.brute_force_streak = brute_force_streak
+        self.brute_force_streak_hours = brute_force_streak_hours
         self.sharing_window_hours = sharing_window_hours
         self.sharing_min_devices = sharing_min_devices
         self.sharing_min_countries = sharing_min_countries
@@ -667,6 +679,7 @@ class LoginFrequency(DetectorBase):
             finding
             for finding in (
                 self._brute_force(state, obs),
+                self._slow_brute_force(state, obs),
                 self._sharing(state, obs),
                 self._scripted(state, obs),
             )
@@ -707,6 +720,42 @@ class LoginFrequency(DetectorBase):
                        evidence={"pattern": "brute_force", "failures": failures,
                                  "usual_failure_rate": round(usual, 4)},
                        severity="high" if obs.event.success else None)
+
+    def _slow_brute_force(self, state: AccountState, obs: Observation) -> Verdict | None:
+        """Failures in a row from devices the owner never used, too few an hour for the
+        windows of :meth:`_brute_force`, over up to ``brute_force_streak_hours``."""
+        event = obs.event
+        unknown = event.device_id not in obs.profile.known_devices
+        if state.unknown_failures + (unknown and not event.success) < self.brute_force_streak \
+                or (event.success and not unknown):
+            return None  # the cheap bound; the owner getting in on their device ends it
+        since = obs.t - self.brute_force_streak_hours * HOUR
+        known = obs.profile.known_devices
+        failures, devices, first = int(unknown and not event.success), set(), obs.t
+        for t, success, device, _, _ in reversed(state.logins):  # newest first
+            if t < since or success:
+                break
+            if device not in known:
+                failures += 1
+                devices.add(device)
+                first = t
+        # not scaled by the usual failure rate, unlike the windows: a slow attack's failures
+        # leave the slow window into that baseline, and the owner's own devices never count
+        needed = self.brute_force_streak
+        if failures < needed:
+            return None
+        hours = (obs.t - first) / HOUR
+        reasons = [f"{failures} failed logins in a row over {hours:.0f} h from "
+                   f"{len(devices | {event.device_id})} device(s) the owner never used, none "
+                   "succeeding: slow brute force"]
+        score = min(0.99, 0.75 + 0.24 * (failures - needed) / (2 * needed))
+        if event.success:
+            reasons.append("a successful login followed the failures: possible takeover")
+            score = max(score, 0.95)
+        return Verdict(score=round(score, 4), reasons=tuple(reasons),
+                       evidence={"pattern": "brute_force", "failures": failures,
+                                 "hours": round(hours, 1), "devices": len(devices)},
+                       severity="high" if event.success else None)
 
     def _sharing(self, state: AccountState, obs: Observation) -> Verdict | None:
         event = obs.event
@@ -778,7 +827,12 @@ class LoginFrequency(DetectorBase):
             state.gaps.update(gap)
             state.n_gaps += 1
         state.last_t = obs.t
-        horizon = obs.t - max(self.sharing_window_hours * HOUR, self._slow_seconds)
+        if event.success:
+            state.unknown_failures = 0
+        elif event.device_id not in obs.profile.known_devices:
+            state.unknown_failures += 1
+        horizon = obs.t - max(self.sharing_window_hours * HOUR, self._slow_seconds,
+                              self.brute_force_streak_hours * HOUR)
         logins = state.logins
         while logins and logins[0][0] < horizon:
             logins.popleft()

@@ -268,6 +268,36 @@ class TestOneAccount:
         assert first.evidence["pattern"] == "brute_force"
         assert first.reasons[0].startswith("20 failed logins in 6 h")
 
+    def test_brute_force_at_a_guess_an_hour_for_two_days_is_flagged(self):
+        # 40 guesses, 50-70 minutes apart, from three attacker devices: never more than six in
+        # 6 h, far below what the windows need; the attacker's success at the end is a takeover
+        rng = random.Random(42)
+        start = 4 * DAY
+        times = list(itertools.accumulate(rng.uniform(50, 70) * MINUTE for _ in range(40)))
+        events = [login("target", start + t, ip=f"91.204.14.{k % 5}", device=f"d-atk-{k % 3}",
+                        success=False, country="RU") for k, t in enumerate(times)]
+        events.append(login("target", start + times[-1] + HOUR, ip="91.204.14.9",
+                            device="d-atk-0", country="RU"))
+        events += [login("target", d * DAY + rng.uniform(8, 20) * HOUR, ip="73.14.88.2",
+                         device="d-owner-mac") for d in range(3)]
+        flags = replay(events + ordinary_users(rng, start, 40))
+        assert set(flags) == {"target"}
+        first, last = flags["target"][0], flags["target"][-1]
+        assert first.reasons[0].startswith("30 failed logins in a row over ")
+        assert "3 device(s) the owner never used" in first.reasons[0]
+        assert last.severity == "high" and "possible takeover" in last.reasons[-1]
+
+    def test_a_client_with_a_stale_password_on_the_owners_device_is_quiet(self):
+        # an old laptop the owner used retries a saved password, about every 45 minutes for
+        # two days: 64 failures in a row, but from the owner's own device
+        rng = random.Random(43)
+        events = [login("stale", 3 * DAY, ip="73.14.88.2", device="d-old-laptop")]
+        for k in range(64):
+            t = 4 * DAY + k * 45 * MINUTE + rng.uniform(-10, 10) * MINUTE
+            events.append(login("stale", t, ip="73.14.88.2", device="d-old-laptop",
+                                success=False))
+        assert replay(events) == {}
+
     def test_a_forgetful_owner_failing_a_dozen_times_over_a_day_is_quiet(self):
         rng = random.Random(34)
         events = []
