@@ -551,12 +551,12 @@ class LoginFrequency(DetectorBase):
         return Verdict(
             score=0.8,
             reasons=(
-                f"a login failed from {failure.country} on an unknown device at "
-                f"{_clock(failure.t)}, during credential stuffing spread over many IPs and "
-                f"devices ({attack.accounts} accounts failed by strangers, "
+                f"a login failed on an unknown device during credential stuffing spread over "
+                f"many IPs and devices ({attack.accounts} accounts failed by strangers, "
                 f"{_clock(attack.start)} to {_clock(attack.end)})",
-                f"the owner's first login since came from {event.country} on another device: "
-                "the failure was not theirs",
+                f"that failure came from {failure.country} at {_clock(failure.t)}; the owner's "
+                f"first login since came from {event.country} on another device: it was not "
+                "theirs",
             ),
             evidence={"pattern": "credential_stuffing", "spread": True,
                       "accounts_failed": attack.accounts, "failed_at": _clock(failure.t),
