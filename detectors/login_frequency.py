@@ -285,7 +285,7 @@ class LoginFrequency(DetectorBase):
         sharing_min_countries: int = 3,
         max_speed_kmh: float = 900.0,
         scripted_intervals: int = 16,
-        scripted_max_cv: float = 0.05,
+        scripted_max_cv: float = 0.1,
         threshold: float = 0.6,
     ) -> None:
         check_positive(
