@@ -328,6 +328,11 @@ class DetectStage:
             where = self.checkpoints.where
             start = (await self.consumer.beginning_offsets([tp]))[tp]
             blob = await self.checkpoints.load()
+            if blob is None and self.config.checkpoints == "kafka" \
+                    and self.config.checkpoint_path.exists():
+                # a group moving its checkpoints from files to Kafka: the next one goes there
+                blob = self.config.checkpoint_path.read_bytes()
+                where = f"{self.config.checkpoint_path} (moving to {where})"
             if blob is not None:
                 stage.restore(blob, self.config.fingerprint)
                 if stage.next_offset < start:  # never skip silently over what is gone
@@ -347,7 +352,8 @@ class DetectStage:
                     "(trimmed after another worker's checkpoint, or by retention): "
                     + ("give this worker the --state-dir the group's other workers use"
                        if self.config.checkpoints == "file" else
-                       "was the checkpoint topic deleted?"))
+                       "was the checkpoint topic deleted? A group whose checkpoints were "
+                       "files needs its --state-dir once, to move them to Kafka"))
             elif start > 0:
                 # a lane that never ran (new detectors): it learns from what is still there
                 stage.next_offset = start

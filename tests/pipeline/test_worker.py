@@ -295,11 +295,13 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
     assert 0 < start <= min(commits.values()), (start, commits)
 
 
-@pytest.mark.parametrize("checkpoints", ["kafka", "file"])
+@pytest.mark.parametrize(("checkpoints", "restart_with"),
+                         [("kafka", "kafka"), ("file", "file"), ("file", "kafka")])
 def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
-        kafka_bootstrap, tmp_path, traffic, checkpoints):
+        kafka_bootstrap, tmp_path, traffic, checkpoints, restart_with):
     """With checkpoints in Kafka the worker that takes over needs nothing of the dead one's
-    disk: it starts with a state directory of its own, as on another machine."""
+    disk: it starts with a state directory of its own, as on another machine. A group moving
+    from files to Kafka restores the file once."""
     events, replay_ids, lines = traffic
     run = Run(kafka_bootstrap, tmp_path)
     produce_file(str(events), run.settings, partitions=6, progress=False)
@@ -315,13 +317,14 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     assert (run.state.exists() and any(run.state.iterdir())) == (checkpoints == "file")
 
     elsewhere = tmp_path / "another-machine"
-    run.start_worker("--checkpoints", checkpoints,
+    run.start_worker("--checkpoints", restart_with,
                      *(["--state-dir", str(elsewhere)] if checkpoints == "kafka" else []))
     try:
         wait_caught_up(run, lines)
     finally:
         run.stop_all()
     assert "detection resumed from checkpoint" in run.logs()
+    assert ("moving to Kafka topic" in run.logs()) == (checkpoints != restart_with)
     assert flag_ids_in_clickhouse(run) == replay_ids
     assert_no_duplicates_in_final(run)
 
