@@ -197,7 +197,7 @@ class StrangerState(SlotState):
     MAX_PENDING = 4096
     MAX_ATTACKS = 64
     __slots__ = ("attacks", "first_try", "hour", "hour_accounts", "hourly", "key", "pending",
-                 "reported", "unseen")
+                 "per_hour", "reported", "unseen")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -206,13 +206,14 @@ class StrangerState(SlotState):
         self.first_try: dict[str, StrangerFailure] = {}  # oldest first
         self.attacks: list[Attack] = []  # oldest first
         self.hourly = stats.RollingQuantile(q=0.5, window_size=USUAL_HOURS)
+        self.per_hour = 0.0  # ``hourly``'s median, read once an hour rather than every login
         self.hour: int | None = None  # the hour being counted (event time // 3600)
         self.hour_accounts = 0
         self.reported: dict[str, float] = {}
 
     def usual(self, hours: float) -> float:
         """Accounts with stranger failures expected in ``hours``."""
-        return (self.hourly.get() or 0.0) * hours  # None before the first hour ends
+        return self.per_hour * hours
 
     def attack_at(self, t: float, slack: float) -> Attack | None:
         """The recognised attack ``t`` fell in, if any."""
@@ -497,22 +498,21 @@ class LoginFrequency(DetectorBase):
                     found.got_in or (found.unlike_owner and found.t <= settled)):
                 (taken if found.got_in else tried).append(other)
         at_once = [a for a in entered if a != account and a not in state.reported]
-        verdicts = [self._spread_verdict(usual, count, accounts, outcome)
+        verdicts = [self._spread_verdict(usual, count, needed, accounts, outcome)
                     for accounts, outcome in ((tried, "tried"), (taken, "got_in"),
                                               (at_once, "first_try")) if accounts]
         if takeover:
             outcome = "got_in" if failure is not None else "first_try"
-            verdicts.append(replace(self._spread_verdict(usual, count, (), outcome),
+            verdicts.append(replace(self._spread_verdict(usual, count, needed, (), outcome),
                                     flag_account=True))
         if revealed is not None:
             verdicts.append(revealed)
         return merge(verdicts) if verdicts else None
 
-    def _spread_verdict(self, usual: float, count: int, accounts: Sequence[str],
+    def _spread_verdict(self, usual: float, count: int, needed: int, accounts: Sequence[str],
                         outcome: str) -> Verdict:
         """``outcome``: ``tried`` (strangers failed), ``got_in`` (then one got in) or
         ``first_try`` (one got in at once, from a country the owner never used)."""
-        needed = self._strangers_needed(usual)
         reasons = [
             f"credential stuffing spread over many IPs and devices: logins failed from devices "
             f"and networks their owners never used, on {count} accounts in "
@@ -661,6 +661,7 @@ class LoginFrequency(DetectorBase):
         state.hourly.update(state.hour_accounts)
         for _ in range(min(hour - state.hour - 1, USUAL_HOURS)):
             state.hourly.update(0)
+        state.per_hour = state.hourly.get() or 0.0
         state.hour, state.hour_accounts = hour, 0
         self._forget(state, t)
 
