@@ -39,7 +39,9 @@ TOPIC_CONFIGS = {"cleanup.policy": "compact", "max.message.bytes": str(2 * CHUNK
                  "segment.bytes": str(64 * 1024 * 1024), "segment.ms": "600000",
                  "min.cleanable.dirty.ratio": "0.2"}
 _PATIENCE = 10  # empty fetches of a second each before a read counts as stuck
-_TAIL = 64  # records read back from the end at first when looking for the latest manifest
+# records read back from the end at first when looking for the latest manifest: it is the
+# last record but for the chunks of a save cut short, and every chunk read costs up to 4 MB
+_TAIL = 4
 
 
 class CheckpointError(RuntimeError):

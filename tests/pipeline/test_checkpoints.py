@@ -63,9 +63,11 @@ def test_a_crash_in_the_middle_of_a_kafka_checkpoint_leaves_the_previous_one_who
         writer = store()
         await writer.save(b"a" * 2500)
         await writer.save(b"b" * 2500)  # the other slot
-        # the next save rewrites the first slot's chunks, then dies before its manifest
-        await producer.send_and_wait(topic, b"c" * 1000, key=b"0:0", partition=0)
-        await producer.send_and_wait(topic, b"c" * 1000, key=b"0:1", partition=0)
+        # the next, larger save rewrites the first slot's chunks, then dies before its
+        # manifest: more chunks than the first look back from the end reads
+        for i in range(6):
+            await producer.send_and_wait(topic, b"c" * 1000, key=f"0:{i}".encode(),
+                                         partition=0)
         return await store().load()
 
     assert asyncio.run(_with_store(kafka_bootstrap, action)) == b"b" * 2500
