@@ -6,7 +6,9 @@ Logins are seen from five sides, each a key with its own bounded state:
   failing against many distinct accounts within hours (a /24 against three times as many),
   mostly failing, is credential stuffing: every account it hit is flagged, and a success from
   it (a likely takeover) too. An office NAT has many accounts too, but mostly successful
-  logins.
+  logins. Scripts (an HTTP library or a headless browser for user agent) also count on a
+  ``bot:`` key per /24, which needs only as many accounts as one IP: a script's failure is
+  nobody's mistype, so what makes a busy /24 need more does not apply to them.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
   failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
   brute-force threshold; the rolling mean and variance of the gaps between logins
@@ -44,6 +46,7 @@ from typing import NamedTuple
 
 from river import proba, stats, utils
 
+from detectors.agents import is_automated
 from detectors.base import (
     DAY,
     HOUR,
@@ -63,7 +66,8 @@ from schemas.flags import severity_of
 __all__ = ["LoginFrequency"]
 
 PRIOR_FAILURE_RATE = 1 / 20
-_ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24"}
+_ENTITY = {"ip": "IP {}", "dev": "device {}", "net": "subnet {}.0/24",
+           "bot": "automated clients on subnet {}.0/24"}
 _NONE: dict[str, int] = {}  # read-only: no attempt left the window
 # A /24 needs this many times the accounts of one IP or device: over hours a busy subnet
 # gathers strangers who failed once and logged in elsewhere.
@@ -85,7 +89,7 @@ TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devic
 
 
 class EntityState(SlotState):
-    """Recent attempts on one IP, device or subnet, with running counts.
+    """Recent attempts on one IP, device or subnet (or scripts on one), with running counts.
 
     ``attempts`` holds ``(t, account, success)`` in time order, at most ``MAX_ATTEMPTS``;
     ``failures`` and ``failed_by`` count its failures and ``ok_by`` its successes per account,
@@ -334,6 +338,8 @@ class LoginFrequency(DetectorBase):
         net = subnet24(event.ip)
         if net:
             keys.append(f"net:{net}")
+            if is_automated(event.user_agent):
+                keys.append(f"bot:{net}")
         return keys
 
     def new_state(self, key: str) -> EntityState | AccountState | StrangerState:
@@ -413,6 +419,9 @@ class LoginFrequency(DetectorBase):
             "failed)"
         ]
         score = min(0.99, 0.7 + 0.29 * (len(failed) - needed) / (3 * needed))
+        if kind == "bot":
+            reasons.append(f"user agent {event.user_agent!r} is a script or headless browser, "
+                           "not a person's browser or app")
         if event.success:
             reasons.append(f"successful login from {entity} during the attack: likely takeover")
             score = max(score, 0.95)
@@ -420,6 +429,8 @@ class LoginFrequency(DetectorBase):
                                if a != event.account_id and a not in state.reported))
         evidence = {"pattern": "credential_stuffing", kind: value, "accounts_failed": len(failed),
                     "attempts": attempts, "failure_ratio": round(failure_ratio, 3)}
+        if kind == "bot":
+            evidence["user_agent"] = event.user_agent
         verdict = Verdict(
             score=round(score, 4), reasons=tuple(reasons), evidence=evidence, also_flag=earlier,
             # high means taken over; an account only tried is at most medium, so that its

@@ -203,6 +203,40 @@ class TestCredentialStuffing:
         assert any(r.startswith("subnet 193.94.66.0/24 failed logins against") for own in
                    flags.values() for f in own for r in f.reasons)
 
+    def test_a_script_failing_on_seven_accounts_from_three_addresses_of_a_subnet(self):
+        # below every count for people: at most three accounts an address, seven on the /24;
+        # but a script's failures are nobody's mistype
+        rng = random.Random(18)
+        start = 3 * DAY + 2 * HOUR
+        targets = [f"api-victim-{i}" for i in range(7)]
+        attack = [login(a, start + i * 9 * MINUTE + rng.uniform(0, 60),
+                        ip=f"45.137.21.{(17, 88, 203)[i % 3]}",
+                        device=f"hb-{rng.getrandbits(32):08x}", success=False, country="NL",
+                        agent="Go-http-client/2.0")
+                  for i, a in enumerate(targets)]
+        flags = replay(attack + ordinary_users(rng, start, 2))
+        assert set(flags) == set(targets)
+        reasons = [r for own in flags.values() for f in own for r in f.reasons]
+        assert any(r.startswith("automated clients on subnet 45.137.21.0/24 failed logins "
+                                "against") for r in reasons)
+        assert any("'Go-http-client/2.0' is a script" in r for r in reasons)
+
+    def test_integrations_failing_after_a_password_rotation_then_fixed_are_quiet(self):
+        # eight customers' API clients in one data centre /24 fail through a morning after
+        # their passwords changed, each getting in once its owner configures the new one
+        rng = random.Random(19)
+        start = 5 * DAY + 10 * HOUR
+        events = []
+        for i in range(8):
+            ip, device = f"45.137.21.{30 + i}", f"d-int-{i}"
+            t = start + i * 20 * MINUTE + rng.uniform(0, 5 * MINUTE)
+            for k in range(3):
+                events.append(login(f"integration{i}", t + k * 4 * MINUTE, ip=ip, device=device,
+                                    success=False, agent="python-requests/2.32.3"))
+            events.append(login(f"integration{i}", t + rng.uniform(15, 25) * MINUTE, ip=ip,
+                                device=device, agent="python-requests/2.32.3"))
+        assert replay(events) == {}
+
     def test_a_subnet_where_a_dozen_strangers_mistype_over_hours_is_quiet(self):
         # a busy residential /24: twelve people fail once in six hours and log in from home
         # later; fewer than three times what one address needs
