@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["engine_factory", "main"]
+__all__ = ["engine_factory", "hook_factory", "main"]
 
 log = logging.getLogger("abuse_pipeline")
 REPLICATION_HELP = ("replication factor of the topics it creates (or ABUSE_REPLICATION_FACTOR; "
@@ -29,6 +29,36 @@ def _detection_options(command: argparse.ArgumentParser) -> None:
                          help='detector settings, e.g. {"trial_cycling": {"threshold": 0.85}}')
     command.add_argument("--lateness", type=float, default=300.0,
                          help="seconds of cross-account disorder to reorder (default 300)")
+
+
+def _hook_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--hook", metavar="URL",
+                         help="restriction hook: POST enforced flags to this endpoint (or "
+                              "ABUSE_HOOK_URL; the HMAC secret comes from ABUSE_HOOK_SECRET)")
+    command.add_argument("--hook-min-severity", choices=("low", "medium", "high"), default=None,
+                         help="the least severity the hook acts on (or "
+                              "ABUSE_HOOK_MIN_SEVERITY; default high)")
+
+
+def hook_factory(args: argparse.Namespace, env=None):
+    """A function that makes the restriction hook sink, or ``None`` without a hook URL."""
+    import os
+
+    from pipeline.sinks import RestrictionHookSink
+
+    env = os.environ if env is None else env
+    url = getattr(args, "hook", None) or env.get("ABUSE_HOOK_URL")
+    if not url:
+        return None
+    severity = getattr(args, "hook_min_severity", None) or env.get("ABUSE_HOOK_MIN_SEVERITY",
+                                                                   "high")
+    secret = env.get("ABUSE_HOOK_SECRET")
+
+    def make() -> RestrictionHookSink:
+        return RestrictionHookSink(url, min_severity=severity, secret=secret)
+
+    make()  # a bad URL or severity fails now, with its message
+    return make
 
 
 def engine_factory(args: argparse.Namespace):
@@ -63,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--dead-letter", metavar="FILE", help="invalid lines as JSONL")
     _detection_options(replay)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _hook_options(replay)
 
     generate = commands.add_parser("generate", help="synthetic traffic with labelled abuse")
     generate.add_argument("--accounts", type=int, required=True)
@@ -121,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds of quiet, every partition caught up, before held events "
                              "are released (default 2)")
     _detection_options(worker)
+    _hook_options(worker)
     return parser
 
 
@@ -136,6 +168,8 @@ def _replay(args: argparse.Namespace) -> int:
         flags_table.setup()
         flag_sinks.append(flags_table)
         dead_sinks.append(ClickHouseDeadLetterSink(client=flags_table.client))
+    if (make_hook := hook_factory(args)) is not None:
+        flag_sinks.append(make_hook())
     sinks = [*flag_sinks, *dead_sinks]
     try:
         for sink in sinks:

@@ -9,6 +9,8 @@ batch written twice is harmless (query with ``FINAL``).
 from __future__ import annotations
 
 import gzip
+import hashlib
+import hmac
 import sys
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ __all__ = [
     "ClickHouseDeadLetterSink",
     "ClickHouseFlagSink",
     "JsonlSink",
+    "RestrictionHookSink",
     "SinkError",
     "connect_clickhouse",
 ]
@@ -163,3 +166,76 @@ class ClickHouseDeadLetterSink(ClickHouseFlagSink):
     def write(self, batch: list[DeadLetter]) -> None:
         rows = [[d.source, d.reason, d.raw, _to_datetime(d.received_at)] for d in batch]
         self.client.insert(self.table, rows, column_names=self.columns)
+
+
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+class RestrictionHookSink(BaseSink):
+    """The restriction hook: live flags at or above ``min_severity`` POSTed to an endpoint of
+    the operator's that restricts the accounts (a webhook, as Stripe's or Sift's).
+
+    One POST per flush, body ``{"flags": [flag, ...]}`` (each flag as in the contract), header
+    ``X-Abuse-Pipeline-Signature: sha256=<HMAC-SHA256 of the body with the secret>`` when a
+    secret is set. Shadow-mode flags never act (they are for analysts to judge), nor do
+    allow-listed accounts (the engine never flags them). Flag ids are deterministic, so the
+    receiver drops repeats by ``flag_id``: a batch is re-sent after a crash (at least once).
+
+    Throttling and server errors are retried with backoff (``urllib3.Retry``); an endpoint that
+    still refuses raises :class:`SinkError`, so nothing is committed past flags it did not take.
+    """
+
+    def __init__(self, url: str, *, min_severity: str = "high", secret: str | None = None,
+                 timeout: float = 10.0, retries: int = 5, backoff: float = 0.5) -> None:
+        super().__init__()
+        if min_severity not in SEVERITY_RANK:
+            raise ValueError(f"min_severity must be one of {sorted(SEVERITY_RANK)}, "
+                             f"got {min_severity!r}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"the restriction hook needs an http(s):// URL, got {url!r}")
+        self.url = url
+        self.min_rank = SEVERITY_RANK[min_severity]
+        self.secret = secret.encode() if secret else None
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.sent = 0
+        self._http = None
+
+    def setup(self) -> None:
+        import urllib3
+
+        retry = urllib3.Retry(total=self.retries, backoff_factor=self.backoff,
+                              status_forcelist=(429, 500, 502, 503, 504),
+                              allowed_methods=None, raise_on_status=False)
+        self._http = urllib3.PoolManager(retries=retry,
+                                         timeout=urllib3.Timeout(total=self.timeout))
+
+    def add(self, record: Flag) -> None:
+        if record.mode == "enforce" and SEVERITY_RANK[record.severity] >= self.min_rank:
+            self._buffer.append(record)
+
+    def write(self, batch: list[Flag]) -> None:
+        import urllib3
+
+        assert self._http is not None, "setup() first"
+        body = b'{"flags":[' + b",".join(_encoder.encode(flag) for flag in batch) + b"]}"
+        headers = {"Content-Type": "application/json"}
+        if self.secret:
+            digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+            headers["X-Abuse-Pipeline-Signature"] = f"sha256={digest}"
+        try:
+            response = self._http.request("POST", self.url, body=body, headers=headers)
+        except urllib3.exceptions.HTTPError as error:
+            raise SinkError(f"restriction hook {self.url} unreachable after {self.retries} "
+                            f"retries ({len(batch)} flags not delivered): {error}") from error
+        if response.status >= 300:
+            text = response.data[:200].decode("utf-8", "replace")
+            raise SinkError(f"restriction hook {self.url} answered HTTP {response.status} "
+                            f"({len(batch)} flags not delivered): {text}")
+        self.sent += len(batch)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.clear()
+        self._http = None

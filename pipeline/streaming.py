@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from pipeline.cli import engine_factory
+    from pipeline.cli import engine_factory, hook_factory
     from pipeline.worker import WorkerConfig, detector_fingerprint, run_worker
 
     env = os.environ
@@ -48,6 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
         metrics_port=metrics_port,
         purge_seconds=float(env.get("ABUSE_PURGE_SECONDS", "60")),
+        hook=hook_factory(args, env),
         # --detectors picks a detection lane: its own consumer group and checkpoint, so lanes
         # with different detectors run side by side over the same sequenced events
         lane="+".join(sorted(args.detectors)) if args.detectors else "")

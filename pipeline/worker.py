@@ -93,6 +93,7 @@ class WorkerConfig:
     # a detection lane: the detectors this worker runs ("" = all); lanes detect side by side
     lane: str = ""
     checkpoints: str = "kafka"  # or "file": in --state-dir (workers taking over must share it)
+    hook: Callable[[], BaseSink] | None = None  # makes the restriction hook's sink
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -368,8 +369,13 @@ class DetectStage:
             self.metrics.detect_active.set(1)
 
     async def _open_sinks(self) -> list[BaseSink]:
+        sinks = []
+        if self.config.hook is not None:
+            hook = self.config.hook()
+            hook.setup()
+            sinks.append(hook)
         if not self.config.clickhouse:
-            return []
+            return sinks
         # chdb allows one process per path: a worker handing over may still hold it briefly
         deadline = time.monotonic() + 60
         while True:
@@ -377,7 +383,7 @@ class DetectStage:
                 flags = ClickHouseFlagSink(self.config.clickhouse)
                 flags.setup()
                 self.dead_sink = ClickHouseDeadLetterSink(client=flags.client)
-                return [flags]
+                return [flags, *sinks]
             except SinkError as error:
                 if time.monotonic() > deadline:
                     raise

@@ -23,6 +23,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.kafka_settings import KafkaSettings
 from pipeline.produce import produce_file
+from tests.pipeline.test_sinks import Endpoint
 
 pytestmark = pytest.mark.kafka
 
@@ -189,13 +190,19 @@ def assert_no_duplicates_in_final(run: Run) -> None:
 # -- the tests ------------------------------------------------------------------------------
 def test_one_worker_gives_the_flags_of_replay(kafka_bootstrap, tmp_path, traffic):
     events, replay_ids, lines = traffic
+    replayed = [json.loads(line) for line in (events.parent / "flags.jsonl").open()]
+    acting = {f["flag_id"] for f in replayed if f["severity"] in ("medium", "high")}
     run = Run(kafka_bootstrap, tmp_path)
     produce_file(str(events), run.settings, partitions=6, progress=False)
-    run.start_worker()
+    hook = Endpoint()
+    run.start_worker("--hook", hook.url, "--hook-min-severity", "medium")
     try:
         seen = wait_caught_up(run, lines)
     finally:
         run.stop_all()
+        hook.close()
+    # the restriction hook got exactly the flags replay gives at its severity
+    assert acting and {f["flag_id"] for f in hook.flags()} == acting
     assert seen["abuse_detect_received_events"] == lines
     assert seen["abuse_late_events"] == 0
     assert flag_ids_in_clickhouse(run) == replay_ids
