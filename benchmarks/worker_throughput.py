@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rate", type=float, default=20000, help="live produce rate, events/s")
     parser.add_argument("--checkpoints", choices=("kafka", "file"), default="kafka")
+    parser.add_argument("--split", action="store_true",
+                        help="each worker as two processes: --stages ingest and --stages detect")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="worker-bench-"))
@@ -128,11 +130,13 @@ def main() -> None:
                                                     topic_prefix=prefix), progress=False)
     print(f"produced: {summary.render()}")
     started = time.monotonic()
-    workers = [start_worker(args.bootstrap, prefix, workdir, "--checkpoints", args.checkpoints)
-               for _ in range(args.workers)]
+    roles = [("--stages", "ingest"), ("--stages", "detect")] if args.split else [()]
+    workers = [start_worker(args.bootstrap, prefix, workdir, "--checkpoints", args.checkpoints,
+                            *role) for _ in range(args.workers) for role in roles]
     first, done, samples = wait([port for _, port in workers], len(events))
     stop([process for process, _ in workers])
-    print(f"backlog, {args.workers} worker(s), checkpoints in {args.checkpoints}: "
+    shape = " (ingest and detect in separate processes)" if args.split else ""
+    print(f"backlog, {args.workers} worker(s){shape}, checkpoints in {args.checkpoints}: "
           f"{len(events) / (done - first):,.0f} events/s "
           f"({done - first:.1f} s from first event to caught up; {done - started:.1f} s "
           f"including start-up and group join); "

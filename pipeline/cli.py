@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
                              "to the topic only)")
     worker.add_argument("--group-id", help="consumer group and internal topic names "
                         "(or ABUSE_GROUP_ID; default abuse-pipeline)")
+    worker.add_argument("--stages", type=_csv, default=None,
+                        help="which stages this process runs: ingest, detect, or both "
+                             "(or ABUSE_STAGES; default ingest,detect). Separate processes use "
+                             "a core each")
     worker.add_argument("--topic-prefix", help="prefix of every topic (or ABUSE_TOPIC_PREFIX)")
     worker.add_argument("--checkpoints", choices=("kafka", "file"), default=None,
                         help="where detection checkpoints go (or ABUSE_CHECKPOINTS): kafka (the "

@@ -49,11 +49,24 @@ def _worker(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         purge_seconds=float(env.get("ABUSE_PURGE_SECONDS", "60")),
         hook=hook_factory(args, env),
+        stages=_stages(args.stages if args.stages is not None
+                       else env.get("ABUSE_STAGES", "ingest,detect").split(",")),
         # --detectors picks a detection lane: its own consumer group and checkpoint, so lanes
         # with different detectors run side by side over the same sequenced events
         lane="+".join(sorted(args.detectors)) if args.detectors else "")
     _json_logs()
     return asyncio.run(run_worker(config))
+
+
+def _stages(names: list[str]) -> frozenset[str]:
+    from pipeline.worker import STAGES
+
+    names = [name.strip() for name in names if name.strip()]
+    unknown = sorted(set(names) - STAGES)
+    if unknown or not names:
+        raise SystemExit(f"--stages / ABUSE_STAGES takes ingest, detect or both, not "
+                         f"{','.join(names) or 'nothing'}")
+    return frozenset(names)
 
 
 def _checkpoints(where: str) -> str:

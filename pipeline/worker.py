@@ -1,6 +1,7 @@
 """``abuse-pipeline worker``: the streaming worker on Kafka (asyncio + aiokafka).
 
-Two stages run in every worker process (see :mod:`pipeline.sequencing` for why):
+Two stages run in every worker process, or one each with ``--stages`` (see
+:mod:`pipeline.sequencing` for why there are two):
 
 - **ingest**, in consumer group ``GROUP``, over the five ``events.*`` topics: validates, sends
   invalid messages to ``events.deadletter`` (raw bytes; ``source`` = topic:partition:offset and
@@ -60,7 +61,7 @@ from pipeline.sequencing import (
 from pipeline.sinks import BaseSink, ClickHouseDeadLetterSink, ClickHouseFlagSink, SinkError
 from schemas.flags import DeadLetter, encode_flag
 
-__all__ = ["WorkerConfig", "checkpoint_interval", "run_worker"]
+__all__ = ["STAGES", "WorkerConfig", "checkpoint_interval", "run_worker"]
 
 log = logging.getLogger("abuse_pipeline.worker")
 
@@ -71,6 +72,7 @@ HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at leas
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
 METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
 END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
+STAGES = frozenset({"ingest", "detect"})
 
 
 @dataclass
@@ -94,6 +96,8 @@ class WorkerConfig:
     lane: str = ""
     checkpoints: str = "kafka"  # or "file": in --state-dir (workers taking over must share it)
     hook: Callable[[], BaseSink] | None = None  # makes the restriction hook's sink
+    # a process may run one stage: ingest and detection then use a core each, and scale apart
+    stages: frozenset[str] = STAGES
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -594,11 +598,12 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         acks="all", enable_idempotence=True, linger_ms=5, max_request_size=SEQUENCED_MAX_BYTES,
         client_id=f"abuse-pipeline-{os.getpid()}", **config.kafka.aiokafka_kwargs())
     await producer.start()
-    ingest = IngestStage(config, producer, metrics)
-    detect = DetectStage(config, producer, metrics)
-    await ingest.start()
-    await detect.start()
+    stages = {name: stage(config, producer, metrics) for name, stage in
+              (("ingest", IngestStage), ("detect", DetectStage)) if name in config.stages}
+    for stage in stages.values():
+        await stage.start()
     log.info("worker started", extra={
+        "stages": sorted(stages),
         "bootstrap": config.kafka.bootstrap, "group": config.kafka.group_id,
         "detect_group": config.detect_group, "detectors": config.lane or "all",
         "sequenced_topic": config.sequenced_topic, "clickhouse": config.clickhouse,
@@ -609,9 +614,9 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         while not stop.is_set():
             await step()
 
-    tasks = [asyncio.create_task(loop_until_stopped(ingest.step), name="ingest"),
-             asyncio.create_task(loop_until_stopped(detect.step), name="detect"),
-             asyncio.create_task(_report_status(metrics, stop), name="status")]
+    tasks = [asyncio.create_task(loop_until_stopped(stage.step), name=name)
+             for name, stage in stages.items()]
+    tasks.append(asyncio.create_task(_report_status(metrics, stop), name="status"))
     stopped = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -624,10 +629,9 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         await asyncio.gather(*tasks, return_exceptions=True)
         return 1 if failed else 0
     finally:
-        with contextlib.suppress(Exception):
-            await detect.stop()
-        with contextlib.suppress(Exception):
-            await ingest.stop()
+        for stage in reversed(stages.values()):  # detection first: its final flush and
+            with contextlib.suppress(Exception):  # checkpoint use the producer
+                await stage.stop()
         await producer.stop()
         log.info("worker stopped")
 

@@ -33,3 +33,11 @@ def test_a_broker_that_cannot_be_reached_is_a_clear_error_for_produce_and_the_wo
     settings = KafkaSettings(bootstrap="127.0.0.1:1", security={"bootstrap_timeout_ms": 500})
     with pytest.raises(ValueError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1: "):
         ensure_topics(settings, ["events.login"], 1)
+
+
+@pytest.mark.parametrize("stages", ["ingest,dedupe", ","])
+def test_the_worker_refuses_unknown_stages_before_connecting(stages):
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit, match="--stages / ABUSE_STAGES takes ingest, detect or both"):
+        main(["worker", "--bootstrap", "127.0.0.1:1", "--stages", stages])

@@ -237,6 +237,25 @@ def test_two_workers_over_six_partitions_give_the_flags_of_replay(kafka_bootstra
     assert all(count > 0 for count in ingested), f"one worker ingested nothing: {ingested}"
 
 
+def test_ingest_and_detection_in_separate_processes_give_the_flags_of_replay(
+        kafka_bootstrap, tmp_path, traffic):
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    _, ingest_port = run.start_worker("--stages", "ingest")
+    run.start_worker("--stages", "detect")
+    try:
+        seen = wait_caught_up(run, lines)
+        ingester = metrics(ingest_port)
+    finally:
+        run.stop_all()
+    assert ingester["abuse_ingest_messages_total"] >= lines
+    assert ingester.get("abuse_detect_active", 0) == 0
+    assert seen.get("abuse_ingest_messages_total", 0) == 0
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+
+
 def lane_caught_up(seen: dict[str, float], lines: int) -> bool:
     return (seen.get("abuse_detect_active") == 1 and seen.get("abuse_caught_up") == 1
             and seen.get("abuse_detect_received_events", 0) >= lines)
