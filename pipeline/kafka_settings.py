@@ -92,6 +92,33 @@ class KafkaSettings:
                 keyfile=files.get("ssl_keyfile"))
         return {"bootstrap_servers": self.bootstrap, **kwargs}
 
+    def faust_settings(self) -> dict[str, Any]:
+        """Broker and credentials settings for a faust-streaming app (same security)."""
+        import faust
+
+        hosts = [host.strip() for host in self.bootstrap.split(",") if host.strip()]
+        settings: dict[str, Any] = {"broker": ";".join(f"kafka://{host}" for host in hosts)}
+        kwargs = self.aiokafka_kwargs()
+        context = kwargs.get("ssl_context")
+        protocol = self.security.get("security_protocol", "PLAINTEXT").upper()
+        if protocol.startswith("SASL"):
+            if protocol == "SASL_SSL" and context is None:
+                import ssl
+
+                context = ssl.create_default_context()
+            settings["broker_credentials"] = faust.SASLCredentials(
+                username=self.security.get("sasl_plain_username"),
+                password=self.security.get("sasl_plain_password"),
+                mechanism=self.security.get("sasl_mechanism", "PLAIN"),
+                ssl_context=context if protocol == "SASL_SSL" else None)
+        elif protocol == "SSL":
+            if context is None:
+                import ssl
+
+                context = ssl.create_default_context()
+            settings["broker_credentials"] = faust.SSLCredentials(context)
+        return settings
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python clients."""
         return {"bootstrap_servers": self.bootstrap.split(","), **self.security}

@@ -86,3 +86,5 @@ def _json_logs() -> None:
     root.handlers[:] = [handler]
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    for chatty in ("faust", "mode"):  # service start/stop banners at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)

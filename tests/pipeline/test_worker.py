@@ -7,6 +7,7 @@ ClickHouse and the ``abuse.flags`` / ``events.deadletter`` topics.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -178,6 +179,19 @@ def traffic(tmp_path_factory):
     return events, ids, lines
 
 
+async def describe_group(bootstrap: str, group: str):
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        (described,) = response.to_object()["groups"]
+        return described
+    finally:
+        await admin.close()
+
+
 def flag_ids_in_clickhouse(run: Run) -> set[str]:
     return {row[0] for row in clickhouse_rows(run.dsn, "SELECT flag_id FROM abuse.flags FINAL")}
 
@@ -198,9 +212,11 @@ def test_one_worker_gives_the_flags_of_replay(kafka_bootstrap, tmp_path, traffic
     run.start_worker("--hook", hook.url, "--hook-min-severity", "medium")
     try:
         seen = wait_caught_up(run, lines)
+        detection = asyncio.run(describe_group(kafka_bootstrap, f"{run.group}.detect"))
     finally:
         run.stop_all()
         hook.close()
+    assert detection["protocol"] == "faust"  # detection is the faust app's consumer group
     # the restriction hook got exactly the flags replay gives at its severity
     assert acting and {f["flag_id"] for f in hook.flags()} == acting
     assert seen["abuse_detect_received_events"] == lines
@@ -308,7 +324,7 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
             return {group: (await admin.list_consumer_group_offsets(
                 group, partitions=[sequenced]))[sequenced].offset
                 for group in (f"{run.group}.detect.trial_cycling",
-                              f"{run.group}.detect.login_frequency+refund_abuse")}
+                              f"{run.group}.detect.login_frequency-refund_abuse")}
         finally:
             await admin.close()
 
