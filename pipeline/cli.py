@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,8 +43,6 @@ def _hook_options(command: argparse.ArgumentParser) -> None:
 
 def hook_factory(args: argparse.Namespace, env=None):
     """A function that makes the restriction hook sink, or ``None`` without a hook URL."""
-    import os
-
     from pipeline.sinks import RestrictionHookSink
 
     env = os.environ if env is None else env
@@ -109,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="what was flagged and why, from ClickHouse")
     report.add_argument("--clickhouse", required=True, metavar="DSN")
+
+    verdict = commands.add_parser("verdict", help="record an analyst's verdict on a flag")
+    verdict.add_argument("--clickhouse", required=True, metavar="DSN")
+    verdict.add_argument("--flag-id", required=True)
+    verdict.add_argument("--verdict", required=True, choices=("abuse", "benign"))
+    verdict.add_argument("--analyst", default=os.environ.get("USER", ""),
+                         help="who judged it (default: $USER)")
+    verdict.add_argument("--note", default="", help="why, in a sentence")
 
     produce = commands.add_parser("produce", help="publish events to their Kafka topics")
     produce.add_argument("--input", required=True)
@@ -230,6 +237,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(args: argparse.Namespace) -> int:
+    from pipeline.sinks import connect_clickhouse
+    from pipeline.verdicts import record_verdict
+
+    client = connect_clickhouse(args.clickhouse)
+    try:
+        row = record_verdict(client, args.flag_id, args.verdict, analyst=args.analyst,
+                             note=args.note)
+    finally:
+        client.close()
+    print(f"{row['verdict']}: flag {row['flag_id']} ({row['detector']}, account "
+          f"{row['account_id']}) by {row['analyst']}", file=sys.stderr)
+    return 0
+
+
 def _streaming(args: argparse.Namespace) -> int:
     from pipeline import streaming
 
@@ -237,7 +259,7 @@ def _streaming(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"replay": _replay, "generate": _generate, "evaluate": _evaluate, "report": _report,
-            "produce": _streaming, "worker": _streaming}
+            "verdict": _verdict, "produce": _streaming, "worker": _streaming}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

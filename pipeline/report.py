@@ -21,6 +21,11 @@ QUERIES = {
         FROM abuse.flags FINAL WHERE detector = 'trial_cycling'
         ORDER BY ring_size DESC, score DESC, account_id LIMIT 5""",
     "dead letters": "SELECT count() AS dead_letters FROM abuse.dead_letters FINAL",
+    "analyst verdicts (abuse-pipeline verdict)": """
+        SELECT detector, countIf(verdict = 'abuse') AS abuse,
+               countIf(verdict = 'benign') AS benign,
+               round(abuse / (abuse + benign), 3) AS precision
+        FROM abuse.verdicts FINAL GROUP BY detector ORDER BY detector""",
 }
 
 HINTS = """\
@@ -29,7 +34,9 @@ Query further (clickhouse-connect, chdb or clickhouse-client; always FINAL):
   SELECT detector, toDate(ts) AS day, count() FROM abuse.flags FINAL GROUP BY ALL ORDER BY day;
   SELECT account_id, JSONExtractInt(evidence, 'ring_size') AS ring, related_accounts
     FROM abuse.flags FINAL WHERE detector = 'trial_cycling' ORDER BY ring DESC LIMIT 20;
-  SELECT source, reason FROM abuse.dead_letters FINAL LIMIT 20;"""
+  SELECT source, reason FROM abuse.dead_letters FINAL LIMIT 20;
+  SELECT f.account_id, f.detector, f.reasons, v.verdict, v.analyst, v.note
+    FROM abuse.flags AS f FINAL INNER JOIN abuse.verdicts AS v FINAL USING (flag_id);"""
 
 
 def _table(columns: list[str], rows: list[tuple]) -> str:

@@ -30,3 +30,18 @@ CREATE TABLE IF NOT EXISTS abuse.dead_letters
 )
 ENGINE = ReplacingMergeTree(received_at)
 ORDER BY source;
+
+-- Analysts' verdicts on flags (`abuse-pipeline verdict`): the latest per flag wins, so query
+-- with FINAL; join to the flags by flag_id.
+CREATE TABLE IF NOT EXISTS abuse.verdicts
+(
+    flag_id     String,
+    account_id  String,
+    detector    LowCardinality(String),
+    verdict     LowCardinality(String) COMMENT 'abuse | benign',
+    analyst     String,
+    note        String,
+    recorded_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(recorded_at)
+ORDER BY flag_id;
