@@ -6,12 +6,21 @@ heavy (faust, ClickHouse drivers) loads at import.
 
 __all__ = [
     "allowlist",
+    "checkpoints",
     "cli",
     "engine",
     "evaluate",
+    "generate",
+    "kafka_settings",
+    "metrics",
+    "produce",
     "reorder",
     "replay",
     "report",
+    "sequencing",
     "sinks",
     "sources",
+    "streaming",
+    "verdicts",
+    "worker",
 ]
