@@ -308,8 +308,8 @@ class DetectStage:
         self.purged_at = time.monotonic()
         self.fatal: Exception | None = None
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
-        self.pending_flags_from_feed: list[Any] = []
-        self.received_events = 0
+        self.flags_from_chunks: list[Any] = []
+        self.received_chunks = 0
 
     async def start(self) -> None:
         """Start the faust app: its group gives this worker the sequenced partition or not."""
@@ -347,7 +347,7 @@ class DetectStage:
 
     async def _assigned(self, app, assigned, **_: Any) -> None:
         ours = [tp for tp in assigned if tp.topic == self.config.sequenced_topic]
-        if ours:
+        if ours and self.stage is None:  # (faust revokes everything before it assigns)
             try:
                 await self.acquire(ours[0])
             except Exception as error:  # raised again by step(): the worker stops
@@ -454,9 +454,9 @@ class DetectStage:
             stage, record = self.stage, event.message
             if stage is None or record.offset < stage.next_offset:
                 return  # not ours (anymore), or fetched before a seek
-            self.pending_flags_from_feed.extend(self._feed(stage, record))
+            self.flags_from_chunks.extend(self._feed(stage, record))
             stage.next_offset = record.offset + 1
-            self.received_events += 1
+            self.received_chunks += 1
             self.unacked.append(event)
         while self.stage is not None and len(self.stage.buffer) >= MAX_BUFFERED \
                 and self.stage.releasable(now=time.time()) and self.fatal is None:
@@ -465,6 +465,8 @@ class DetectStage:
             await self.step()
 
     async def step(self) -> int:
+        """Release what the watermarks allow, emit it, flush and checkpoint when due; returns
+        how many chunks came in since the last step."""
         if self.fatal is not None:
             raise self.fatal
         await asyncio.sleep(0.02)  # the agent's chunks come in meanwhile
@@ -473,8 +475,8 @@ class DetectStage:
             if stage is None:
                 return 0
             started = time.perf_counter()
-            flags, self.pending_flags_from_feed = self.pending_flags_from_feed, []
-            events, self.received_events = self.received_events, 0
+            flags, self.flags_from_chunks = self.flags_from_chunks, []
+            chunks, self.received_chunks = self.received_chunks, 0
             before = stage.released
             flags.extend(stage.advance(now=time.time(), limit=RELEASE_PER_STEP))
             now = time.monotonic()
@@ -486,9 +488,9 @@ class DetectStage:
                                                                  self.checkpoint_took):
                 await self._flush()
                 await self._checkpoint()
-            if events:
+            if chunks:
                 self.metrics.batch_seconds.labels("detect").observe(time.perf_counter() - started)
-            return events
+            return chunks
 
     def _feed(self, stage: DetectionStage, record) -> list:
         try:
