@@ -313,13 +313,14 @@ class DetectStage:
 
     async def start(self) -> None:
         """Start the faust app: its group gives this worker the sequenced partition or not."""
-        import faust
         from aiokafka.admin import AIOKafkaAdminClient
 
+        from pipeline.faust_app import detection_app
+
         config = self.config
-        app = faust.App(
-            config.detect_group, loop=asyncio.get_running_loop(), autodiscover=False,
-            store="memory://", web_enabled=False,  # metrics: our own Prometheus endpoint
+        app = detection_app(
+            config.detect_group, config.sequenced_topic, self.receive,
+            loop=asyncio.get_running_loop(),
             broker_session_timeout=config.session_timeout_ms / 1000,
             broker_commit_interval=1.0, stream_buffer_maxsize=8,  # chunks are large
             # what is not acked yet is covered by the next checkpoint, not by faust: a
@@ -329,15 +330,6 @@ class DetectStage:
             producer_max_request_size=SEQUENCED_MAX_BYTES,
             topic_replication_factor=max(1, config.kafka.replication_factor),
             **config.kafka.faust_settings())
-        topic = app.topic(config.sequenced_topic, value_serializer="raw",
-                          key_serializer="raw", partitions=1)
-
-        async def detect(stream) -> None:
-            # acked only once a checkpoint covers them: faust commits no further
-            async for event in stream.noack().events():
-                await self.receive(event)
-
-        app.agent(topic, name=f"{config.detect_group}.detect")(detect)
         app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._revoked)
         self.app = app
@@ -364,6 +356,7 @@ class DetectStage:
                                    idle_after=self.config.idle_flush)
             where = self.checkpoints.where
             start = (await self.app.consumer.earliest_offsets(tp))[tp]
+            committed = (await self._lane_offsets(tp)).get(self.config.detect_group)
             blob = await self.checkpoints.load()
             if blob is None and self.config.checkpoints == "kafka" \
                     and self.config.checkpoint_path.exists():
@@ -381,8 +374,7 @@ class DetectStage:
                 log.info("detection resumed from checkpoint", extra={
                     "checkpoint": where, "offset": stage.next_offset,
                     "events": stage.received, "buffered": len(stage.buffer)})
-            elif start > 0 and (await self._lane_offsets(tp)).get(
-                    self.config.detect_group) is not None:
+            elif start > 0 and committed is not None:
                 # this lane ran before and its checkpoint is gone: never start afresh on a
                 # trimmed history, say what is wrong
                 raise RuntimeError(
@@ -401,7 +393,12 @@ class DetectStage:
             else:
                 log.info("detection starts afresh", extra={"checkpoint": where})
             self.sinks = await self._open_sinks()
-            await self.app.consumer.seek(tp, stage.next_offset)
+            if stage.next_offset != (start if committed is None else committed):
+                # faust starts where its group committed (acked chunks: at most the
+                # checkpoint), or at the start; seek only when that is not the checkpoint
+                # (seeking while faust's fetcher holds records can crash it: step() then stops
+                # the worker)
+                await self.app.consumer.seek(tp, stage.next_offset)
             self.unacked = []
             self.stage = stage
             self.metrics.detect_active.set(1)
@@ -469,6 +466,8 @@ class DetectStage:
         how many chunks came in since the last step."""
         if self.fatal is not None:
             raise self.fatal
+        if self.app is not None and self.app.crashed:  # e.g. its fetcher: nothing would come
+            raise RuntimeError(f"the faust app crashed: {self.app.crash_reason!r}")
         await asyncio.sleep(0.02)  # the agent's chunks come in meanwhile
         async with self.lock:
             stage = self.stage
