@@ -584,3 +584,19 @@ def test_a_topic_deleted_and_re_created_under_a_running_worker_is_read_afresh(
     assert seen["abuse_duplicate_events"] == 0
     assert seen["abuse_source_restarts_total"] == 1
     assert "source log restarted" in run.logs()
+
+
+def test_a_crashed_faust_app_stops_detection_with_its_reason():
+    """faust marks its app crashed when a service of its dies (its fetcher, say); detection
+    must not then wait for chunks that never come."""
+    from types import SimpleNamespace
+
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.worker import DetectStage, WorkerConfig
+
+    config = WorkerConfig(kafka=KafkaSettings(bootstrap="127.0.0.1:1"),
+                          engine_factory=lambda: None, fingerprint="", checkpoints="file")
+    stage = DetectStage(config, producer=None, metrics=WorkerMetrics())
+    stage.app = SimpleNamespace(crashed=True, crash_reason=KeyError("sequenced-0"))
+    with pytest.raises(RuntimeError, match=r"the faust app crashed: KeyError\('sequenced-0'\)"):
+        asyncio.run(stage.step())
