@@ -253,6 +253,30 @@ def test_two_workers_over_six_partitions_give_the_flags_of_replay(kafka_bootstra
     assert all(count > 0 for count in ingested), f"one worker ingested nothing: {ingested}"
 
 
+def test_a_worker_joining_mid_stream_changes_no_flag(kafka_bootstrap, tmp_path, traffic):
+    """A rebalance while events flow (faust revokes and reassigns detection: it is released
+    with a checkpoint and acquired again, here or on the new worker): still replay's flags."""
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    rows = events.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"".join(rows[: len(rows) // 2]))
+    second.write_bytes(b"".join(rows[len(rows) // 2:]))
+    produce_file(str(first), run.settings, partitions=6, progress=False)
+    run.start_worker("--idle-flush", "10")
+    try:
+        wait_until(lambda: any(metrics(port).get("abuse_detect_received_events", 0) > 0
+                               for _, port in run.workers), run)
+        run.start_worker("--idle-flush", "10")  # joins while detection runs
+        produce_file(str(second), run.settings, partitions=6, progress=False)
+        seen = wait_caught_up(run, lines)
+    finally:
+        run.stop_all()
+    assert seen["abuse_late_events"] == 0
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+
+
 def test_ingest_and_detection_in_separate_processes_give_the_flags_of_replay(
         kafka_bootstrap, tmp_path, traffic):
     events, replay_ids, lines = traffic
