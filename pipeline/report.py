@@ -55,6 +55,8 @@ def render_report(client) -> str:
     parts = []
     for title, sql in QUERIES.items():
         result = client.query(sql)
-        parts.append(f"== {title}\n{_table(list(result.column_names), result.result_rows)}")
+        body = (_table(list(result.column_names), result.result_rows) if result.result_rows
+                else "(none)")
+        parts.append(f"== {title}\n{body}")
     parts.append(HINTS)
     return "\n\n".join(parts)
