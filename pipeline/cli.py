@@ -34,19 +34,24 @@ def _detection_options(command: argparse.ArgumentParser) -> None:
 
 def _hook_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--hook", metavar="URL",
-                         help="restriction hook: POST enforced flags to this endpoint (or "
-                              "ABUSE_HOOK_URL; the HMAC secret comes from ABUSE_HOOK_SECRET)")
+                         help="restriction hook: POST enforced flags to this endpoint (the "
+                              "worker also reads ABUSE_HOOK_URL; the HMAC secret comes from "
+                              "ABUSE_HOOK_SECRET)")
     command.add_argument("--hook-min-severity", choices=("low", "medium", "high"), default=None,
                          help="the least severity the hook acts on (or "
                               "ABUSE_HOOK_MIN_SEVERITY; default high)")
 
 
-def hook_factory(args: argparse.Namespace, env=None):
-    """A function that makes the restriction hook sink, or ``None`` without a hook URL."""
+def hook_factory(args: argparse.Namespace, env=None, *, url_from_env: bool = True):
+    """A function that makes the restriction hook sink, or ``None`` without a hook URL.
+
+    ``url_from_env=False``: only ``--hook`` names the endpoint (replay: restricting accounts
+    from a file of past events must be asked for on the command line, not inherited).
+    """
     from pipeline.sinks import RestrictionHookSink
 
     env = os.environ if env is None else env
-    url = getattr(args, "hook", None) or env.get("ABUSE_HOOK_URL")
+    url = getattr(args, "hook", None) or (env.get("ABUSE_HOOK_URL") if url_from_env else None)
     if not url:
         return None
     severity = getattr(args, "hook_min_severity", None) or env.get("ABUSE_HOOK_MIN_SEVERITY",
@@ -179,7 +184,7 @@ def _replay(args: argparse.Namespace) -> int:
         flags_table.setup()
         flag_sinks.append(flags_table)
         dead_sinks.append(ClickHouseDeadLetterSink(client=flags_table.client))
-    if (make_hook := hook_factory(args)) is not None:
+    if (make_hook := hook_factory(args, url_from_env=False)) is not None:
         flag_sinks.append(make_hook())
     sinks = [*flag_sinks, *dead_sinks]
     try:

@@ -41,3 +41,17 @@ def test_the_worker_refuses_unknown_stages_before_connecting(stages):
 
     with pytest.raises(SystemExit, match="--stages / ABUSE_STAGES takes ingest, detect or both"):
         main(["worker", "--bootstrap", "127.0.0.1:1", "--stages", stages])
+
+
+def test_the_faust_app_gets_the_same_brokers_and_security():
+    plain = KafkaSettings(bootstrap="a:9092,b:9093").faust_settings()
+    assert plain == {"broker": "kafka://a:9092;kafka://b:9093"}
+    sasl = KafkaSettings.from_env(bootstrap="a:9092", env={
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw"}).faust_settings()
+    credentials = sasl["broker_credentials"]
+    assert (credentials.protocol.value, credentials.mechanism.value, credentials.username) == (
+        "SASL_SSL", "SCRAM-SHA-512", "svc")
+    assert credentials.ssl_context is not None
+    tls = KafkaSettings(bootstrap="a:9093", security={"security_protocol": "SSL"})
+    assert tls.faust_settings()["broker_credentials"].protocol.value == "SSL"

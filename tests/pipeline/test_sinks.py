@@ -124,3 +124,12 @@ def test_replay_calls_the_hook_for_high_flags_and_never_for_shadow_ones(tmp_path
                  "--hook", endpoint.url, "--hook-min-severity", "low",
                  "--shadow", "trial_cycling,login_frequency,refund_abuse"]) == 0
     assert read_jsonl(shadowed) and len(endpoint.flags()) == before
+
+
+def test_replay_ignores_a_hook_url_in_the_environment(tmp_path, endpoint, monkeypatch):
+    # restricting accounts from a file of past events is asked for on the command line
+    monkeypatch.setenv("ABUSE_HOOK_URL", endpoint.url)
+    source = write_input(tmp_path / "events.jsonl", abusive_events(), invalid=[])
+    assert main(["replay", "--input", str(source), "--output", str(tmp_path / "f.jsonl"),
+                 "--no-progress", "--hook-min-severity", "low"]) == 0
+    assert endpoint.requests == []
