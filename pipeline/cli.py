@@ -37,7 +37,9 @@ def _hook_options(command: argparse.ArgumentParser) -> None:
                          help="restriction hook: POST enforced flags to this endpoint (the "
                               "worker also reads ABUSE_HOOK_URL; the HMAC secret comes from "
                               "ABUSE_HOOK_SECRET)")
-    command.add_argument("--hook-min-severity", choices=("low", "medium", "high"), default=None,
+    from schemas.flags import SEVERITIES
+
+    command.add_argument("--hook-min-severity", choices=SEVERITIES, default=None,
                          help="the least severity the hook acts on (or "
                               "ABUSE_HOOK_MIN_SEVERITY; default high)")
 

@@ -47,11 +47,10 @@ from detectors.base import (
 )
 from pipeline.allowlist import Allowlist
 from schemas.events import EVENT_TYPES, Event
-from schemas.flags import Flag, severity_of
+from schemas.flags import SEVERITY_RANK, Flag, severity_of
 
 __all__ = ["Engine", "EngineState", "EngineStats", "flag_id", "format_ts", "utc_now"]
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 def format_ts(moment: datetime) -> str:

@@ -5,9 +5,9 @@ sequenced topic's chunks.
 
 faust 0.15 builds its aiokafka consumer with a hard-coded ``fetch_max_wait_ms=1500``: live, a
 chunk waited 1.34 s (median) between its append and the agent. A consumer built with 100 ms
-(through a transport subclass) brought that to 0.016 s, but then lost a race in faust at the
-first assignment (``KeyError`` on the partition in ``Consumer._drain_messages``, the fetcher
-crashed), so the app stays faust's own.
+(through a transport subclass) brought that to 0.016 s, but seeking the consumer then
+crashed faust's fetcher in 2 of 5 runs (a ``KeyError`` on the partition in aiokafka's
+``fetched_records``), so the app stays faust's own.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import IO, Any
 import msgspec
 
 from schemas import clickhouse_ddl
-from schemas.flags import DeadLetter, Flag
+from schemas.flags import SEVERITY_RANK, DeadLetter, Flag
 
 __all__ = [
     "BaseSink",
@@ -168,12 +168,9 @@ class ClickHouseDeadLetterSink(ClickHouseFlagSink):
         self.client.insert(self.table, rows, column_names=self.columns)
 
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
-
-
 class RestrictionHookSink(BaseSink):
-    """The restriction hook: live flags at or above ``min_severity`` POSTed to an endpoint of
-    the operator's that restricts the accounts (a webhook, as Stripe's or Sift's).
+    """The restriction hook: enforced flags at or above ``min_severity`` POSTed to an endpoint
+    of the operator's that restricts the accounts (a webhook, as Stripe's or Sift's).
 
     One POST per flush, body ``{"flags": [flag, ...]}`` (each flag as in the contract), header
     ``X-Abuse-Pipeline-Signature: sha256=<HMAC-SHA256 of the body with the secret>`` when a

@@ -15,10 +15,12 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["SEVERITIES", "DeadLetter", "Flag", "decode_flag", "encode_flag", "severity_of"]
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "DeadLetter", "Flag", "decode_flag", "encode_flag",
+           "severity_of"]
 
 Severity = Literal["low", "medium", "high"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
 class Flag(msgspec.Struct, kw_only=True):
