@@ -98,24 +98,19 @@ class KafkaSettings:
 
         hosts = [host.strip() for host in self.bootstrap.split(",") if host.strip()]
         settings: dict[str, Any] = {"broker": ";".join(f"kafka://{host}" for host in hosts)}
-        kwargs = self.aiokafka_kwargs()
-        context = kwargs.get("ssl_context")
         protocol = self.security.get("security_protocol", "PLAINTEXT").upper()
-        if protocol.startswith("SASL"):
-            if protocol == "SASL_SSL" and context is None:
-                import ssl
+        context = self.aiokafka_kwargs().get("ssl_context")
+        if protocol in ("SSL", "SASL_SSL") and context is None:
+            import ssl
 
-                context = ssl.create_default_context()
+            context = ssl.create_default_context()  # the system's CAs, as aiokafka's default
+        if protocol.startswith("SASL"):
             settings["broker_credentials"] = faust.SASLCredentials(
                 username=self.security.get("sasl_plain_username"),
                 password=self.security.get("sasl_plain_password"),
                 mechanism=self.security.get("sasl_mechanism", "PLAIN"),
                 ssl_context=context if protocol == "SASL_SSL" else None)
         elif protocol == "SSL":
-            if context is None:
-                import ssl
-
-                context = ssl.create_default_context()
             settings["broker_credentials"] = faust.SSLCredentials(context)
         return settings
 
