@@ -281,6 +281,34 @@ class IngestStage:
 
 
 # -- stage 2 --------------------------------------------------------------------------------
+async def replication_factor(admin: Any, settings: KafkaSettings) -> int:
+    """The replication factor to give faust's own topics: ours, and for ``-1`` (the broker's
+    default) the broker's ``default.replication.factor``, which faust cannot be told to use.
+
+    A broker that will not say (no DescribeConfigs permission) is an error naming the setting
+    to pass instead: quietly creating them with one replica would not survive a broker loss.
+    """
+    if settings.replication_factor > 0:
+        return settings.replication_factor
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    name = "default.replication.factor"
+    try:
+        cluster = await admin.describe_cluster()
+        broker = min(b["node_id"] for b in cluster["brokers"])
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(broker), {name: None})])
+        (resource,) = response.to_object()["resources"]
+        if resource["error_code"]:
+            raise RuntimeError(resource["error_message"] or f"error {resource['error_code']}")
+        (entry,) = resource["config_entries"]
+        return int(entry["config_value"])
+    except Exception as error:
+        raise RuntimeError(
+            f"cannot read the broker's {name} ({error}); set --replication-factor "
+            "(ABUSE_REPLICATION_FACTOR) for the topics the worker creates") from error
+
+
 class DetectStage:
     """Own the sequenced partition (or wait for it), detect, sink, checkpoint.
 
@@ -318,6 +346,11 @@ class DetectStage:
         from pipeline.faust_app import detection_app
 
         config = self.config
+        self.admin = AIOKafkaAdminClient(**config.kafka.aiokafka_kwargs())
+        await self.admin.start()
+        # faust keeps a data directory even for memory tables: ours, not the working dir's
+        datadir = config.state_dir / f"{config.detect_group}.faust"
+        datadir.mkdir(parents=True, exist_ok=True)
         app = detection_app(
             config.detect_group, config.sequenced_topic, self.receive,
             loop=asyncio.get_running_loop(),
@@ -328,13 +361,13 @@ class DetectStage:
             stream_wait_empty=False,
             consumer_max_fetch_size=SEQUENCED_MAX_BYTES * 2,
             producer_max_request_size=SEQUENCED_MAX_BYTES,
-            topic_replication_factor=max(1, config.kafka.replication_factor),
+            # faust's own topics (its group leader's) as redundant as ours
+            topic_replication_factor=await replication_factor(self.admin, config.kafka),
+            datadir=datadir,
             **config.kafka.faust_settings())
         app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._revoked)
         self.app = app
-        self.admin = AIOKafkaAdminClient(**config.kafka.aiokafka_kwargs())
-        await self.admin.start()
         await app.start()
 
     async def _assigned(self, app, assigned, **_: Any) -> None:

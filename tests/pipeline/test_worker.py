@@ -217,6 +217,9 @@ def test_one_worker_gives_the_flags_of_replay(kafka_bootstrap, tmp_path, traffic
         run.stop_all()
         hook.close()
     assert detection["protocol"] == "faust"  # detection is the faust app's consumer group
+    # faust's data directory is in the state dir, not left in the working directory
+    assert (run.state / f"{run.group}.detect.faust").is_dir()
+    assert not list(REPO.glob(f"{run.group}*-data"))
     # the restriction hook got exactly the flags replay gives at its severity
     assert acting and {f["flag_id"] for f in hook.flags()} == acting
     assert seen["abuse_detect_received_events"] == lines
@@ -624,3 +627,56 @@ def test_a_crashed_faust_app_stops_detection_with_its_reason():
     stage.app = SimpleNamespace(crashed=True, crash_reason=KeyError("sequenced-0"))
     with pytest.raises(RuntimeError, match=r"the faust app crashed: KeyError\('sequenced-0'\)"):
         asyncio.run(stage.step())
+
+
+def test_faust_topics_get_the_brokers_default_replication_factor(kafka_bootstrap):
+    """faust cannot be told "the broker's default" (-1): the worker asks the broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from pipeline.worker import replication_factor
+
+    async def ask(settings: KafkaSettings) -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            return await replication_factor(admin, settings)
+        finally:
+            await admin.close()
+
+    # the test broker is one node whose default.replication.factor is 1
+    assert asyncio.run(ask(KafkaSettings(bootstrap=kafka_bootstrap))) == 1
+    assert asyncio.run(ask(KafkaSettings(bootstrap=kafka_bootstrap, replication_factor=3))) == 3
+
+
+class _Admin:
+    """A cluster of three brokers whose default.replication.factor is 3, or that refuses."""
+
+    def __init__(self, error: int = 0) -> None:
+        self.error = error
+        self.asked: list = []
+
+    async def describe_cluster(self):
+        return {"brokers": [{"node_id": 3}, {"node_id": 1}, {"node_id": 2}]}
+
+    async def describe_configs(self, resources):
+        from types import SimpleNamespace
+
+        self.asked.extend((r.name, r.configs) for r in resources)
+        resource = {"error_code": self.error, "error_message": "denied" if self.error else "",
+                    "config_entries": [] if self.error else [
+                        {"config_names": "default.replication.factor", "config_value": "3"}]}
+        return [SimpleNamespace(to_object=lambda: {"resources": [resource]})]
+
+
+def test_the_brokers_default_is_read_from_a_broker_and_a_refusal_names_the_setting():
+    from pipeline.worker import replication_factor
+
+    admin = _Admin()
+    assert asyncio.run(replication_factor(admin, KafkaSettings(bootstrap="b:9092"))) == 3
+    assert admin.asked == [("1", {"default.replication.factor": None})]
+    refusing = _Admin(error=29)  # CLUSTER_AUTHORIZATION_FAILED
+    with pytest.raises(RuntimeError, match=r"denied.*set --replication-factor"):
+        asyncio.run(replication_factor(refusing, KafkaSettings(bootstrap="b:9092")))
+    # an explicit factor is used as it is, without asking
+    assert asyncio.run(replication_factor(refusing, KafkaSettings(
+        bootstrap="b:9092", replication_factor=2))) == 2
