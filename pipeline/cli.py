@@ -171,6 +171,30 @@ def _parser() -> argparse.ArgumentParser:
                              "are released (default 2)")
     _detection_options(worker)
     _hook_options(worker)
+
+    hook = commands.add_parser(
+        "hook", help="the restriction hook as its own consumer of abuse.flags: an endpoint "
+                     "that is down holds back only the hook, never detection")
+    hook.add_argument("--bootstrap", metavar="HOST:PORT",
+                      help="Kafka bootstrap servers (or ABUSE_BOOTSTRAP)")
+    hook.add_argument("--url", dest="hook", metavar="URL",
+                      help="the endpoint that restricts accounts (or ABUSE_HOOK_URL; the HMAC "
+                           "secret comes from ABUSE_HOOK_SECRET)")
+    hook.add_argument("--min-severity", dest="hook_min_severity", default=None,
+                      choices=("low", "medium", "high"),
+                      help="the least severity it acts on (or ABUSE_HOOK_MIN_SEVERITY; "
+                           "default high)")
+    hook.add_argument("--group-id", help="the workers' group id: the hook's consumer group is "
+                      "GROUP.hook (or ABUSE_GROUP_ID; default abuse-pipeline)")
+    hook.add_argument("--topic-prefix", help="prefix of every topic (or ABUSE_TOPIC_PREFIX)")
+    hook.add_argument("--start", choices=("earliest", "latest"), default="earliest",
+                      help="where a hook group without committed offsets begins: every flag "
+                           "still on the topic (default), or only new ones")
+    hook.add_argument("--metrics-port", type=int, default=None,
+                      help="Prometheus /metrics port (or ABUSE_HOOK_METRICS_PORT; default "
+                           "9109, 0: none)")
+    hook.add_argument("--metrics-host", default=None,
+                      help="address for /metrics (or ABUSE_METRICS_HOST; default 127.0.0.1)")
     return parser
 
 
@@ -266,7 +290,8 @@ def _streaming(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"replay": _replay, "generate": _generate, "evaluate": _evaluate, "report": _report,
-            "verdict": _verdict, "produce": _streaming, "worker": _streaming}
+            "verdict": _verdict, "produce": _streaming, "worker": _streaming,
+            "hook": _streaming}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

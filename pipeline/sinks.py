@@ -208,8 +208,12 @@ class RestrictionHookSink(BaseSink):
         self._http = urllib3.PoolManager(retries=retry,
                                          timeout=urllib3.Timeout(total=self.timeout))
 
+    def acts_on(self, flag: Flag) -> bool:
+        """Whether the hook acts on this flag: enforced, at or above the severity."""
+        return flag.mode == "enforce" and SEVERITY_RANK[flag.severity] >= self.min_rank
+
     def add(self, record: Flag) -> None:
-        if record.mode == "enforce" and SEVERITY_RANK[record.severity] >= self.min_rank:
+        if self.acts_on(record):
             self._buffer.append(record)
 
     def write(self, batch: list[Flag]) -> None:

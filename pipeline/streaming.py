@@ -1,4 +1,4 @@
-"""Entry points of the streaming commands (``produce``, ``worker``)."""
+"""Entry points of the streaming commands (``produce``, ``worker``, ``hook``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,28 @@ def main(args: argparse.Namespace) -> int:
         summary = produce_file(args.input, settings, partitions=args.partitions)
         print(summary.render(), file=sys.stderr)
         return 0
+    if args.command == "hook":
+        return _hook(args)
     return _worker(args)
+
+
+def _hook(args: argparse.Namespace) -> int:
+    from pipeline.cli import hook_factory
+    from pipeline.hook import HookConfig, run_hook
+
+    env = os.environ
+    make_sink = hook_factory(args, env)
+    if make_sink is None:
+        raise ValueError("no restriction hook endpoint: pass --url or set ABUSE_HOOK_URL")
+    settings = KafkaSettings.from_env(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
+                                      group_id=args.group_id)
+    config = HookConfig(
+        kafka=settings, make_sink=make_sink, start=args.start,
+        metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
+        metrics_port=args.metrics_port if args.metrics_port is not None else env_int(
+            env, "ABUSE_HOOK_METRICS_PORT", 9109))
+    _json_logs()
+    return asyncio.run(run_hook(config))
 
 
 def _worker(args: argparse.Namespace) -> int:

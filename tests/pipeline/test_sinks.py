@@ -4,48 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from pipeline.cli import main
 from pipeline.sinks import RestrictionHookSink, SinkError
 from schemas.flags import Flag
+from tests.pipeline.endpoint import Endpoint
 from tests.pipeline.test_replay import abusive_events, read_jsonl, write_input
-
-
-class Endpoint:
-    """Records every POST; answers each with the next status of ``statuses`` (then 200)."""
-
-    def __init__(self, statuses=()) -> None:
-        self.requests: list[tuple[dict, bytes]] = []
-        self.statuses = list(statuses)
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.requests.append((dict(self.headers), body))
-                status = endpoint.statuses.pop(0) if endpoint.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"no" if status >= 300 else b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/restrict"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def flags(self) -> list[dict]:
-        return [flag for _, body in self.requests for flag in json.loads(body)["flags"]]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

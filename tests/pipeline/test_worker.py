@@ -24,7 +24,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.kafka_settings import KafkaSettings
 from pipeline.produce import produce_file
-from tests.pipeline.test_sinks import Endpoint
+from tests.pipeline.endpoint import Endpoint
 
 pytestmark = pytest.mark.kafka
 

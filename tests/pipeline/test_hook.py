@@ -1,0 +1,161 @@
+"""``abuse-pipeline hook`` against a real Apache Kafka broker and a real HTTP endpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.hook import HookConfig, HookMetrics
+from pipeline.kafka_settings import KafkaSettings
+from pipeline.sinks import RestrictionHookSink
+from schemas.flags import Flag, encode_flag
+from tests.pipeline.endpoint import Endpoint
+from tests.pipeline.test_worker import free_port, metrics
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def flag(n: int, severity: str, mode: str = "enforce") -> Flag:
+    return Flag(flag_id=f"f{n:03d}", account_id=f"acct-{n}", detector="login_frequency",
+                score=0.9, severity=severity, ts="2026-11-01T00:00:00.000Z",
+                detected_at="2026-11-01T00:00:01.000Z", reasons=("why",), evidence={},
+                related_accounts=(), mode=mode)
+
+
+def publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for value in values:
+            producer.send(topic, value=value, key=b"k")
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def create_topic(bootstrap: str, topic: str) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        admin.close()
+
+
+def start_hook(bootstrap: str, prefix: str, group: str, url: str, log: Path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "hook", "--bootstrap", bootstrap, "--url", url,
+         "--min-severity", "medium", "--group-id", group, "--topic-prefix", prefix,
+         "--metrics-port", str(port)],
+        cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
+    return process, port
+
+
+def wait_for(condition, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_the_hook_consumer_rides_out_an_outage_and_resumes_where_it_stopped(kafka_bootstrap,
+                                                                           tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    prefix, group = f"hk-{tag}.", f"hk-{tag}"
+    topic = f"{prefix}abuse.flags"
+    create_topic(kafka_bootstrap, topic)
+    first = [flag(1, "high"), flag(2, "medium"), flag(3, "low"), flag(4, "high", "shadow"),
+             flag(5, "high")]
+    publish(kafka_bootstrap, topic, [encode_flag(f) for f in first] + [b"{not a flag"])
+    # down for the first request and its five retries: the hook must wait, not skip
+    endpoint = Endpoint(statuses=[503] * 6)
+    log = tmp_path / "hook.log"
+    process, port = start_hook(kafka_bootstrap, prefix, group, endpoint.url, log)
+    try:
+        wait_for(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 3, log)
+        seen = metrics(port)
+        assert stop(process) == 0
+        # enforced medium and high flags only, none lost in the outage
+        assert sorted(f["flag_id"] for f in endpoint.taken()) == ["f001", "f002", "f005"]
+        assert seen["abuse_hook_delivery_failures_total"] >= 1
+        assert seen["abuse_hook_invalid_messages_total"] == 1
+        assert "not a flag" in log.read_text()
+        # a restart sends what came since, not what was delivered before it stopped
+        publish(kafka_bootstrap, topic, [encode_flag(flag(6, "high"))])
+        before = len(endpoint.accepted)
+        process, port = start_hook(kafka_bootstrap, prefix, group, endpoint.url, log)
+        wait_for(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 1, log)
+        assert stop(process) == 0
+        assert [f["flag_id"] for f in endpoint.taken()[3:]] == ["f006"]
+        assert len(endpoint.accepted) == before + 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+        endpoint.close()
+
+
+def test_stopping_during_an_outage_commits_nothing_it_did_not_deliver(kafka_bootstrap):
+    """Stopped while the endpoint refuses: the batch is not committed, so the next run
+    delivers it."""
+    import asyncio
+
+    from pipeline.hook import run_hook
+
+    tag = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"hk-{tag}.",
+                             group_id=f"hk-{tag}")
+    create_topic(kafka_bootstrap, settings.topic("abuse.flags"))
+    publish(kafka_bootstrap, settings.topic("abuse.flags"), [encode_flag(flag(7, "high"))])
+    down, up = Endpoint(statuses=[503] * 1000), Endpoint()
+
+    def config(url: str) -> HookConfig:
+        return HookConfig(kafka=settings, make_sink=lambda: RestrictionHookSink(
+            url, retries=0), max_pause=0.2)
+
+    async def run_until(url: str, condition) -> HookMetrics:
+        stop, seen = asyncio.Event(), HookMetrics()
+        task = asyncio.create_task(run_hook(config(url), stop, seen))
+        for _ in range(300):
+            if condition(seen):
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        assert await task == 0
+        return seen
+
+    try:
+        refused = asyncio.run(run_until(down.url, lambda m: m.failures._value.get() >= 3))
+        assert refused.delivered._value.get() == 0
+        assert refused.undelivered._value.get() == 1
+        taken = asyncio.run(run_until(up.url, lambda m: m.delivered._value.get() >= 1))
+        assert taken.delivered._value.get() == 1
+        assert [f["flag_id"] for f in up.taken()] == ["f007"]
+    finally:
+        down.close()
+        up.close()
