@@ -44,6 +44,8 @@ class HookConfig:
     make_sink: Callable[[], RestrictionHookSink]
     start: str = "earliest"  # where a group without committed offsets begins
     max_pause: float = 60.0  # seconds between attempts on an endpoint that keeps refusing
+    # an outage longer than this makes the group move on without us (see ``_commit``)
+    max_poll_seconds: float = 300.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0  # 0: no endpoint
 
@@ -85,6 +87,7 @@ async def run_hook(config: HookConfig, stop: asyncio.Event | None = None,
     consumer = AIOKafkaConsumer(
         config.kafka.topic(FLAGS_TOPIC), group_id=config.group, enable_auto_commit=False,
         auto_offset_reset=config.start, max_poll_records=BATCH_MESSAGES,
+        max_poll_interval_ms=int(config.max_poll_seconds * 1000),
         **config.kafka.aiokafka_kwargs())
     await consumer.start()
     log.info("restriction hook delivering", extra={"topic": config.kafka.topic(FLAGS_TOPIC),
@@ -97,13 +100,27 @@ async def run_hook(config: HookConfig, stop: asyncio.Event | None = None,
             if flags and not await _deliver(sink, flags, config.max_pause, stop, metrics):
                 break  # stopping with the batch undelivered: not committed, sent on restart
             if batches:
-                await consumer.commit()
+                await _commit(consumer)
             await _record_lag(consumer, metrics)
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
         sink.close()
     return 0
+
+
+async def _commit(consumer: Any) -> None:
+    """Commit what was consumed. Should the group have given our partitions to another hook
+    process meanwhile (an outage longer than ``max_poll_seconds``), the commit fails and that
+    process sends the flags since the last commit again: the receiver drops the repeats by
+    ``flag_id``."""
+    from aiokafka.errors import CommitFailedError
+
+    try:
+        await consumer.commit()
+    except CommitFailedError as error:
+        log.warning("offsets not committed; the flags since the last commit will be sent "
+                    "again", extra={"reason": str(error)})
 
 
 def _flag(tp: Any, record: Any, metrics: HookMetrics):

@@ -159,3 +159,39 @@ def test_stopping_during_an_outage_commits_nothing_it_did_not_deliver(kafka_boot
     finally:
         down.close()
         up.close()
+
+
+def test_an_outage_longer_than_the_poll_interval_still_delivers(kafka_bootstrap):
+    """The group rebalances around a consumer that does not poll for ``max_poll_seconds``
+    (here the endpoint's whole outage); the hook must still deliver, and not crash on it."""
+    import asyncio
+
+    from pipeline.hook import run_hook
+
+    tag = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"hk-{tag}.",
+                             group_id=f"hk-{tag}")
+    create_topic(kafka_bootstrap, settings.topic("abuse.flags"))
+    publish(kafka_bootstrap, settings.topic("abuse.flags"), [encode_flag(flag(8, "high"))])
+    endpoint = Endpoint(statuses=[503] * 40)  # about 8 s at one attempt per 0.2 s
+
+    async def run() -> HookMetrics:
+        stop, seen = asyncio.Event(), HookMetrics()
+        config = HookConfig(kafka=settings, max_pause=0.2, max_poll_seconds=2.0,
+                            make_sink=lambda: RestrictionHookSink(endpoint.url, retries=0))
+        task = asyncio.create_task(run_hook(config, stop, seen))
+        for _ in range(600):
+            if seen.delivered._value.get() >= 1 and not task.done():
+                await asyncio.sleep(3)  # the commit, and any re-delivery after it
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        assert await task == 0
+        return seen
+
+    try:
+        seen = asyncio.run(run())
+        assert seen.failures._value.get() >= 30
+        assert {f["flag_id"] for f in endpoint.taken()} == {"f008"}
+    finally:
+        endpoint.close()
