@@ -383,7 +383,8 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed} of {lines}"
-    assert (run.state.exists() and any(run.state.iterdir())) == (checkpoints == "file")
+    # (faust's data directory is there either way: nothing of it is needed to take over)
+    assert any(run.state.glob("*.checkpoint")) == (checkpoints == "file")
 
     elsewhere = tmp_path / "another-machine"
     run.start_worker("--checkpoints", restart_with,
