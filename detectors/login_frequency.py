@@ -12,7 +12,8 @@ Logins are seen from five sides, each a key with its own bounded state:
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
   failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
   brute-force threshold; the rolling mean and variance of the gaps between logins
-  (``utils.Rolling``) expose machine-regular, scripted logins; the devices and countries of
+  (``utils.Rolling``) expose machine-regular, scripted logins, even with the owner's own
+  logins in between (a few gaps set aside); the devices and countries of
   recent successful logins, with the travel speed between countries, expose shared accounts.
 - the ``pop`` key sees every login, for stuffing spread over rotating proxies and device
   fingerprints, which no IP, device or /24 gathers: failures by *strangers* (a device and
@@ -36,7 +37,9 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import math
+import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -86,6 +89,9 @@ _OUTCOME = {
                  "the owner never logged in from, while the attack was on: likely takeover",
 }
 TRAVEL_MIN_DEVICES = 3  # impossible trips count as sharing from this many devices
+# Gaps set aside when judging a rhythm: one login of the owner's beside a script splits one of
+# its gaps into two others.
+SCRIPTED_OUTLIERS = 2
 
 
 class EntityState(SlotState):
@@ -264,7 +270,8 @@ class LoginFrequency(DetectorBase):
         Faster travel between two successful logins is impossible travel.
     scripted_intervals, scripted_max_cv
         Gaps between logins compared, and their coefficient of variation below which the
-        rhythm is a machine's.
+        rhythm is a machine's (over all of them, or over all but ``SCRIPTED_OUTLIERS`` when
+        the others lie within ``scripted_max_cv`` of their median).
     threshold
         Score at which a verdict becomes a flag.
     """
@@ -820,16 +827,39 @@ class LoginFrequency(DetectorBase):
         if mean <= 0 or mean > 6 * HOUR:
             return None
         cv = max(state.gaps.get(), 0.0) ** 0.5 / mean
+        over = f"the last {self.scripted_intervals} intervals"
         if cv > self.scripted_max_cv:
-            return None
+            found = self._scripted_beside_owner(state)
+            if found is None:
+                return None
+            mean, cv, regular = found
+            over = (f"{regular} of the last {self.scripted_intervals} intervals (logins of "
+                    "another client split the others)")
         score = 0.7 + 0.29 * (1 - cv / self.scripted_max_cv)
         return Verdict(
             score=round(score, 4),
-            reasons=(f"logins every {mean:.0f} s with {cv:.1%} variation over the last "
-                     f"{self.scripted_intervals} intervals: machine-regular",),
+            reasons=(f"logins every {mean:.0f} s with {cv:.1%} variation over {over}: "
+                     "machine-regular",),
             evidence={"pattern": "scripted", "mean_interval_s": round(mean, 1),
                       "interval_cv": round(cv, 4)},
         )
+
+    def _scripted_beside_owner(self, state: AccountState) -> tuple[float, float, int] | None:
+        """A script with the owner logging in beside it: each login of the owner's splits one
+        of its gaps in two. All but ``SCRIPTED_OUTLIERS`` gaps must lie within
+        ``scripted_max_cv`` of their median (a band that people's gaps, spread wider, leave
+        many times over); returns their mean, coefficient of variation and count."""
+        ordered = sorted(args[0] for args, _ in state.gaps.window)  # the window's gaps
+        n = len(ordered)
+        median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+        band = self.scripted_max_cv * median
+        low = bisect.bisect_left(ordered, median - band)
+        high = bisect.bisect_right(ordered, median + band)
+        if n - (high - low) > SCRIPTED_OUTLIERS or median > 6 * HOUR:
+            return None  # the cheap bound: most accounts stop here
+        regular = ordered[low:high]
+        mean = statistics.fmean(regular)
+        return mean, statistics.pstdev(regular, mean) / mean, len(regular)
 
     def _learn_account(self, state: AccountState, obs: Observation, verdict) -> None:
         event = obs.event

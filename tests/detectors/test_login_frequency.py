@@ -408,6 +408,35 @@ class TestOneAccount:
         assert set(flags) == {"jittery-bot"}
         assert flags["jittery-bot"][0].evidence["pattern"] == "scripted"
 
+    def test_a_script_with_its_owner_logging_in_beside_it_is_machine_regular(self):
+        # every 747 s from a server, and the owner from their phone now and then: each of the
+        # owner's logins splits one of the script's gaps in two
+        rng = random.Random(17)
+        start = 6 * DAY + 16 * HOUR
+        events = [login("shared-bot", start + 747 * i + rng.uniform(-0.5, 0.5),
+                        ip="85.161.169.146", device="d-srv", agent="python-requests/2.32.3")
+                  for i in range(26)]
+        events += [login("shared-bot", start + hours * HOUR, ip="23.69.251.145",
+                         device="d-owner-phone") for hours in (0.7, 2.55, 4.4)]
+        flags = replay(events + ordinary_users(rng, start, 3))
+        assert set(flags) == {"shared-bot"}
+        flag = flags["shared-bot"][0]
+        assert flag.evidence["pattern"] == "scripted"
+        assert abs(flag.evidence["mean_interval_s"] - 747) < 2
+        assert "14 of the last 16 intervals" in flag.reasons[0]
+
+    def test_a_session_timeout_rhythm_with_logins_in_between_is_quiet(self):
+        # a person signed out every ~30 minutes (give or take 20 %) who logs in again, and on
+        # a second device now and then: regular-ish, but far from a machine's rhythm
+        rng = random.Random(18)
+        start = 6 * DAY + 9 * HOUR
+        times = itertools.accumulate(1800 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(30))
+        events = [login("office-worker", start + t, ip="73.14.88.2", device="d-work-laptop")
+                  for t in times]
+        events += [login("office-worker", start + hours * HOUR, ip="73.14.88.2",
+                         device="d-phone") for hours in (2.2, 7.9)]
+        assert replay(events) == {}
+
 
 # -- benign look-alikes ---------------------------------------------------------------------
 def test_office_nat_with_three_mistypers_is_quiet():
