@@ -5,8 +5,9 @@ Logins are seen from five sides, each a key with its own bounded state:
 - ``ip:`` / ``dev:`` / ``net:`` keys see attempts against many accounts. One IP or device
   failing against many distinct accounts within hours (a /24 against three times as many),
   mostly failing, is credential stuffing: every account it hit is flagged, and a success from
-  it (a likely takeover) too. An office NAT has many accounts too, but mostly successful
-  logins. Scripts (an HTTP library or a headless browser for user agent) also count on a
+  it on a device the account never used (a likely takeover) too; the owner at home on their
+  own device next to the attack is not one. An office NAT has many accounts too, but mostly
+  successful logins. Scripts (an HTTP library or a headless browser for user agent) also count on a
   ``bot:`` key per /24, which needs only as many accounts as one IP: a script's failure is
   nobody's mistype, so what makes a busy /24 need more does not apply to them.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
@@ -418,6 +419,8 @@ class LoginFrequency(DetectorBase):
             failed.add(event.account_id)
         if len(failed) < needed or (event.success and not hot):
             return None
+        if event.success and event.device_id in obs.profile.known_devices:
+            return None  # the owner at home on a device of their own, next to the attack
         kind, value = state.key.split(":", 1)
         entity = _ENTITY[kind].format(value)
         reasons = [

@@ -124,6 +124,22 @@ class TestCredentialStuffing:
         assert [f.severity for f in flags["fresh-hit"]] == ["high"]
         assert flags["fresh-hit"][0].score >= 0.95
 
+    def test_a_neighbour_at_home_on_the_attacking_subnet_is_no_takeover(self):
+        # the attack rotates through hosts of one residential /24; a customer living on it
+        # logs in as every day, from the device and IP they always use
+        rng = random.Random(19)
+        start = 3 * DAY + 7 * HOUR
+        home = dict(ip="70.216.147.104", device="d-home-pc", country="CA")
+        events = [login("neighbour", day * DAY + 7 * HOUR + rng.uniform(0, HOUR), **home)
+                  for day in range(3)]
+        events += [login(v, start + rng.uniform(0, 40 * MINUTE),
+                         ip=f"70.216.147.{rng.randrange(2, 250)}",
+                         device=f"hb-{rng.getrandbits(32):08x}", success=False, country="CA")
+                   for v in VICTIMS]
+        events.append(login("neighbour", start + 30 * MINUTE, **home))
+        flags = replay(events)
+        assert set(flags) == set(VICTIMS)
+
     def test_a_stranger_who_got_in_before_the_ip_was_recognised_is_a_takeover(self):
         # the owner of "early-hit" has history; the attacker gets in at the first try from
         # the stuffing IP before five accounts failed from it
