@@ -61,6 +61,29 @@ def ordinary_users(rng: random.Random, start: float, hours: float, n: int = 6):
     return events
 
 
+def rhythm(rng: random.Random, account: str, start: float, *, every: float, jitter: float,
+           n: int, ip: str, device: str):
+    """``n`` logins ``every`` seconds apart, each gap off by up to ``jitter`` (a share)."""
+    times = itertools.accumulate(every * (1 + rng.uniform(-jitter, jitter)) for _ in range(n))
+    return [login(account, start + t, ip=ip, device=device) for t in times]
+
+
+def clockwork(rng: random.Random, account: str, start: float, *, every: float, n: int,
+              jitter_s: float, ip: str, device: str, agent: str):
+    """``n`` logins on a clock: every ``every`` seconds, each up to ``jitter_s`` off."""
+    return [login(account, start + every * i + rng.uniform(-jitter_s, jitter_s), ip=ip,
+                  device=device, agent=agent) for i in range(n)]
+
+
+def scripted_flag(flags: dict[str, list], account: str, *, every: float):
+    """The one account flagged, as scripted logins ``every`` seconds: its first flag."""
+    assert set(flags) == {account}
+    flag = flags[account][0]
+    assert flag.evidence["pattern"] == "scripted"
+    assert abs(flag.evidence["mean_interval_s"] - every) < 2
+    return flag
+
+
 def accounts_in(flags: dict[str, list], pattern: str) -> set[str]:
     return {a for a, own in flags.items() if any(f.evidence.get("pattern") == pattern
                                                  for f in own)}
@@ -399,14 +422,10 @@ class TestOneAccount:
     def test_scripted_logins_every_300_seconds(self):
         rng = random.Random(15)
         start = 4 * DAY + 1 * HOUR + 17
-        events = [login("bot-acct", start + 300 * i + rng.uniform(-1, 1), ip="34.89.12.6",
-                        device="d-vps-01", agent="curl/8.4")
-                  for i in range(30)]
+        events = clockwork(rng, "bot-acct", start, every=300, n=30, jitter_s=1,
+                           ip="34.89.12.6", device="d-vps-01", agent="curl/8.4")
         flags = replay(events + ordinary_users(rng, start, 3))
-        assert set(flags) == {"bot-acct"}
-        flag = flags["bot-acct"][0]
-        assert flag.evidence["pattern"] == "scripted"
-        assert abs(flag.evidence["mean_interval_s"] - 300) < 2
+        flag = scripted_flag(flags, "bot-acct", every=300)
         assert "logins every 300 s" in flag.reasons[0]
         assert "machine-regular" in flag.reasons[0]
         assert len(flags["bot-acct"]) == 1
@@ -417,9 +436,8 @@ class TestOneAccount:
         # variation near 0.07, where people stay above 0.3 over 16 logins
         rng = random.Random(16)
         start = 5 * DAY + 3 * HOUR
-        times = itertools.accumulate(600 * (1 + rng.uniform(-0.12, 0.12)) for _ in range(40))
-        events = [login("jittery-bot", start + t, ip="34.89.12.7", device="d-vps-02")
-                  for t in times]
+        events = rhythm(rng, "jittery-bot", start, every=600, jitter=0.12, n=40,
+                        ip="34.89.12.7", device="d-vps-02")
         flags = replay(events + ordinary_users(rng, start, 3))
         assert set(flags) == {"jittery-bot"}
         assert flags["jittery-bot"][0].evidence["pattern"] == "scripted"
@@ -429,16 +447,12 @@ class TestOneAccount:
         # owner's logins splits one of the script's gaps in two
         rng = random.Random(17)
         start = 6 * DAY + 16 * HOUR
-        events = [login("shared-bot", start + 747 * i + rng.uniform(-0.5, 0.5),
-                        ip="85.161.169.146", device="d-srv", agent="python-requests/2.32.3")
-                  for i in range(26)]
+        events = clockwork(rng, "shared-bot", start, every=747, n=26, jitter_s=0.5,
+                           ip="85.161.169.146", device="d-srv", agent="python-requests/2.32.3")
         events += [login("shared-bot", start + hours * HOUR, ip="23.69.251.145",
                          device="d-owner-phone") for hours in (0.7, 2.55, 4.4)]
         flags = replay(events + ordinary_users(rng, start, 3))
-        assert set(flags) == {"shared-bot"}
-        flag = flags["shared-bot"][0]
-        assert flag.evidence["pattern"] == "scripted"
-        assert abs(flag.evidence["mean_interval_s"] - 747) < 2
+        flag = scripted_flag(flags, "shared-bot", every=747)
         assert "14 of the last 16 intervals" in flag.reasons[0]
 
     def test_a_session_timeout_rhythm_with_logins_in_between_is_quiet(self):
@@ -446,9 +460,8 @@ class TestOneAccount:
         # a second device now and then: regular-ish, but far from a machine's rhythm
         rng = random.Random(18)
         start = 6 * DAY + 9 * HOUR
-        times = itertools.accumulate(1800 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(30))
-        events = [login("office-worker", start + t, ip="73.14.88.2", device="d-work-laptop")
-                  for t in times]
+        events = rhythm(rng, "office-worker", start, every=1800, jitter=0.2, n=30,
+                        ip="73.14.88.2", device="d-work-laptop")
         events += [login("office-worker", start + hours * HOUR, ip="73.14.88.2",
                          device="d-phone") for hours in (2.2, 7.9)]
         assert replay(events) == {}

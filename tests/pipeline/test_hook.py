@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hook import HookConfig, HookMetrics
+from pipeline.hook import HookConfig, HookMetrics, run_hook
 from pipeline.kafka_settings import KafkaSettings
 from pipeline.sinks import RestrictionHookSink
 from schemas.flags import Flag, encode_flag
 from tests.pipeline.endpoint import Endpoint
-from tests.pipeline.test_worker import free_port, metrics
+from tests.pipeline.test_worker import free_port, metrics, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -63,16 +64,14 @@ def start_hook(bootstrap: str, prefix: str, group: str, url: str, log: Path):
     return process, port
 
 
-def wait_for(condition, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out\n{log.read_text(errors='replace')[-3000:]}")
+class HookLog:
+    """The hook process's log, for :func:`wait_until`'s message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def logs(self) -> str:
+        return self.path.read_text(errors="replace")[-3000:]
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -98,7 +97,8 @@ def test_the_hook_consumer_rides_out_an_outage_and_resumes_where_it_stopped(kafk
     log = tmp_path / "hook.log"
     process, port = start_hook(kafka_bootstrap, prefix, group, endpoint.url, log)
     try:
-        wait_for(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 3, log)
+        wait_until(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 3,
+                   HookLog(log), timeout=90)
         seen = metrics(port)
         assert stop(process) == 0
         # enforced medium and high flags only, none lost in the outage
@@ -110,7 +110,8 @@ def test_the_hook_consumer_rides_out_an_outage_and_resumes_where_it_stopped(kafk
         publish(kafka_bootstrap, topic, [encode_flag(flag(6, "high"))])
         before = len(endpoint.accepted)
         process, port = start_hook(kafka_bootstrap, prefix, group, endpoint.url, log)
-        wait_for(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 1, log)
+        wait_until(lambda: metrics(port).get("abuse_hook_flags_delivered_total", 0) >= 1,
+                   HookLog(log), timeout=90)
         assert stop(process) == 0
         assert [f["flag_id"] for f in endpoint.taken()[3:]] == ["f006"]
         assert len(endpoint.accepted) == before + 1
@@ -120,40 +121,46 @@ def test_the_hook_consumer_rides_out_an_outage_and_resumes_where_it_stopped(kafk
         endpoint.close()
 
 
+def flags_topic(bootstrap: str, *flags: Flag) -> KafkaSettings:
+    """A deployment of its own (topic prefix and group) whose flags topic holds ``flags``."""
+    tag = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"hk-{tag}.",
+                             group_id=f"hk-{tag}")
+    create_topic(bootstrap, settings.topic("abuse.flags"))
+    publish(bootstrap, settings.topic("abuse.flags"), [encode_flag(f) for f in flags])
+    return settings
+
+
+async def run_until(config: HookConfig, condition, *, settle: float = 0.0,
+                    timeout: float = 60.0) -> HookMetrics:
+    """Run the hook in this process until ``condition(metrics)`` (and ``settle`` s more)."""
+    stop, seen = asyncio.Event(), HookMetrics()
+    task = asyncio.create_task(run_hook(config, stop, seen))
+    deadline = time.monotonic() + timeout
+    while not condition(seen) and not task.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(settle)
+    stop.set()
+    assert await task == 0
+    return seen
+
+
 def test_stopping_during_an_outage_commits_nothing_it_did_not_deliver(kafka_bootstrap):
     """Stopped while the endpoint refuses: the batch is not committed, so the next run
     delivers it."""
-    import asyncio
-
-    from pipeline.hook import run_hook
-
-    tag = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"hk-{tag}.",
-                             group_id=f"hk-{tag}")
-    create_topic(kafka_bootstrap, settings.topic("abuse.flags"))
-    publish(kafka_bootstrap, settings.topic("abuse.flags"), [encode_flag(flag(7, "high"))])
+    settings = flags_topic(kafka_bootstrap, flag(7, "high"))
     down, up = Endpoint(statuses=[503] * 1000), Endpoint()
 
     def config(url: str) -> HookConfig:
         return HookConfig(kafka=settings, make_sink=lambda: RestrictionHookSink(
             url, retries=0), max_pause=0.2)
 
-    async def run_until(url: str, condition) -> HookMetrics:
-        stop, seen = asyncio.Event(), HookMetrics()
-        task = asyncio.create_task(run_hook(config(url), stop, seen))
-        for _ in range(300):
-            if condition(seen):
-                break
-            await asyncio.sleep(0.1)
-        stop.set()
-        assert await task == 0
-        return seen
-
     try:
-        refused = asyncio.run(run_until(down.url, lambda m: m.failures._value.get() >= 3))
+        refused = asyncio.run(run_until(config(down.url),
+                                        lambda m: m.failures._value.get() >= 3))
         assert refused.delivered._value.get() == 0
         assert refused.undelivered._value.get() == 1
-        taken = asyncio.run(run_until(up.url, lambda m: m.delivered._value.get() >= 1))
+        taken = asyncio.run(run_until(config(up.url), lambda m: m.delivered._value.get() >= 1))
         assert taken.delivered._value.get() == 1
         assert [f["flag_id"] for f in up.taken()] == ["f007"]
     finally:
@@ -164,33 +171,14 @@ def test_stopping_during_an_outage_commits_nothing_it_did_not_deliver(kafka_boot
 def test_an_outage_longer_than_the_poll_interval_still_delivers(kafka_bootstrap):
     """The group rebalances around a consumer that does not poll for ``max_poll_seconds``
     (here the endpoint's whole outage); the hook must still deliver, and not crash on it."""
-    import asyncio
-
-    from pipeline.hook import run_hook
-
-    tag = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"hk-{tag}.",
-                             group_id=f"hk-{tag}")
-    create_topic(kafka_bootstrap, settings.topic("abuse.flags"))
-    publish(kafka_bootstrap, settings.topic("abuse.flags"), [encode_flag(flag(8, "high"))])
+    settings = flags_topic(kafka_bootstrap, flag(8, "high"))
     endpoint = Endpoint(statuses=[503] * 40)  # about 8 s at one attempt per 0.2 s
-
-    async def run() -> HookMetrics:
-        stop, seen = asyncio.Event(), HookMetrics()
-        config = HookConfig(kafka=settings, max_pause=0.2, max_poll_seconds=2.0,
-                            make_sink=lambda: RestrictionHookSink(endpoint.url, retries=0))
-        task = asyncio.create_task(run_hook(config, stop, seen))
-        for _ in range(600):
-            if seen.delivered._value.get() >= 1 and not task.done():
-                await asyncio.sleep(3)  # the commit, and any re-delivery after it
-                break
-            await asyncio.sleep(0.1)
-        stop.set()
-        assert await task == 0
-        return seen
-
+    config = HookConfig(kafka=settings, max_pause=0.2, max_poll_seconds=2.0,
+                        make_sink=lambda: RestrictionHookSink(endpoint.url, retries=0))
     try:
-        seen = asyncio.run(run())
+        # then 3 s more: the commit, and any re-delivery after it
+        seen = asyncio.run(run_until(config, lambda m: m.delivered._value.get() >= 1,
+                                     settle=3.0))
         assert seen.failures._value.get() >= 30
         assert {f["flag_id"] for f in endpoint.taken()} == {"f008"}
     finally:
