@@ -180,8 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     hook.add_argument("--url", dest="hook", metavar="URL",
                       help="the endpoint that restricts accounts (or ABUSE_HOOK_URL; the HMAC "
                            "secret comes from ABUSE_HOOK_SECRET)")
+    from schemas.flags import SEVERITIES
+
     hook.add_argument("--min-severity", dest="hook_min_severity", default=None,
-                      choices=("low", "medium", "high"),
+                      choices=SEVERITIES,
                       help="the least severity it acts on (or ABUSE_HOOK_MIN_SEVERITY; "
                            "default high)")
     hook.add_argument("--group-id", help="the workers' group id: the hook's consumer group is "
