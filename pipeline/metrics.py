@@ -64,6 +64,8 @@ class WorkerMetrics:
         self.ingest_partitions = Gauge(
             "abuse_ingest_assigned_partitions", "events.* partitions this worker ingests",
             registry=registry)
+        self.sink_retries = Counter(
+            "abuse_sink_retries", "ClickHouse writes retried after a failure", registry=registry)
         self.detect_active = Gauge("abuse_detect_active",
                                    "1 on the worker that owns detection", registry=registry)
 

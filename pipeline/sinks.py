@@ -1,5 +1,5 @@
 """Output sinks in Quix Streams' spirit: ``setup()`` connects, ``add()`` buffers, ``flush()``
-writes one batch (the buffer is cleared in ``finally``), ``close()`` releases.
+writes one batch (and keeps it when the write fails, for a retry), ``close()`` releases.
 
 The streaming worker commits Kafka offsets only after ``flush()`` returned for the flags those
 offsets produced; flag ids are deterministic and ``abuse.flags`` is a ReplacingMergeTree, so a
@@ -50,12 +50,12 @@ class BaseSink(ABC):
         self._buffer.append(record)
 
     def flush(self) -> None:
+        """Write the buffer as one batch. A write that fails keeps it, so that a later
+        ``flush`` (a retry) writes the same records, none dropped."""
         if not self._buffer:
             return
-        try:
-            self.write(self._buffer)
-        finally:
-            self._buffer = []
+        self.write(self._buffer)
+        self._buffer = []
 
     @abstractmethod
     def write(self, batch: list[Any]) -> None: ...

@@ -101,6 +101,9 @@ class WorkerConfig:
     lane: str = ""
     checkpoints: str = "kafka"  # or "file": in --state-dir (workers taking over must share it)
     hook: Callable[[], BaseSink] | None = None  # makes the restriction hook's sink
+    # how long a ClickHouse write is retried in place before the worker stops (a server
+    # restarting, a network blip: not a rebalance of the whole group)
+    sink_retry_seconds: float = 60.0
     # a process may run one stage: ingest and detection then use a core each, and scale apart
     stages: frozenset[str] = STAGES
     extra: dict[str, Any] = field(default_factory=dict)
@@ -588,11 +591,31 @@ class DetectStage:
         for future in await asyncio.gather(*sends):
             await future
         for sink in self.sinks:
-            sink.flush()
+            await self._flush_sink(sink)
         if self.dead_sink is not None:
-            self.dead_sink.flush()
+            await self._flush_sink(self.dead_sink)
         self.pending_flags = 0
         self.last_flush = time.monotonic()
+
+    async def _flush_sink(self, sink: BaseSink) -> None:
+        """Flush one sink; ClickHouse writes are retried with a growing pause for up to
+        ``sink_retry_seconds`` (the batch stays buffered), then the error stops the worker
+        before its checkpoint. The restriction hook retries on its own (``urllib3``)."""
+        deadline = time.monotonic() + self.config.sink_retry_seconds
+        pause = 0.5
+        while True:
+            try:
+                sink.flush()
+                return
+            except Exception as error:
+                if not isinstance(sink, ClickHouseFlagSink) or \
+                        time.monotonic() + pause > deadline:
+                    raise
+                self.metrics.sink_retries.inc()
+                log.warning("ClickHouse write failed; retrying", extra={
+                    "error": repr(error), "retry_in_seconds": pause})
+            await asyncio.sleep(pause)  # heartbeats and the agent go on meanwhile
+            pause = min(pause * 2, 10.0)
 
     async def _checkpoint(self) -> None:
         stage = self.stage

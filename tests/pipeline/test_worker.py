@@ -681,3 +681,83 @@ def test_the_brokers_default_is_read_from_a_broker_and_a_refusal_names_the_setti
     # an explicit factor is used as it is, without asking
     assert asyncio.run(replication_factor(refusing, KafkaSettings(
         bootstrap="b:9092", replication_factor=2))) == 2
+
+
+class _FlakyTable:
+    """Stands in for ClickHouse's flags table: refuses the first ``failures`` writes."""
+
+    def __init__(self, failures: int) -> None:
+        from pipeline.sinks import ClickHouseFlagSink
+
+        class Table(ClickHouseFlagSink):
+            def setup(self) -> None:
+                pass
+
+            def write(table, batch) -> None:
+                if self.failures:
+                    self.failures -= 1
+                    raise ConnectionRefusedError("ClickHouse is restarting")
+                self.written.append(list(batch))
+
+        self.failures = failures
+        self.written: list[list] = []
+        self.sink = Table("http://clickhouse:8123")
+
+
+def detect_stage(retry_seconds: float):
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.worker import DetectStage, WorkerConfig
+
+    config = WorkerConfig(kafka=KafkaSettings(bootstrap="127.0.0.1:1"),
+                          engine_factory=lambda: None, fingerprint="", checkpoints="file",
+                          sink_retry_seconds=retry_seconds)
+    return DetectStage(config, producer=None, metrics=WorkerMetrics())
+
+
+def test_a_clickhouse_write_that_fails_is_retried_in_place_with_the_same_flags():
+    table, stage = _FlakyTable(failures=2), detect_stage(retry_seconds=30)
+    stage.sinks = [table.sink]
+    for n in range(3):
+        table.sink.add(f"flag-{n}")
+    asyncio.run(stage._flush())
+    assert table.written == [["flag-0", "flag-1", "flag-2"]]
+    assert stage.metrics.sink_retries._value.get() == 2
+
+
+def test_a_clickhouse_outage_past_the_retries_stops_with_the_flags_kept_for_the_next_flush():
+    """The batch is not dropped with the error: the flush on the way out (before any
+    checkpoint) writes it if ClickHouse is back, and raises again, checkpointing nothing,
+    if not."""
+    table, stage = _FlakyTable(failures=1000), detect_stage(retry_seconds=0.6)
+    stage.sinks = [table.sink]
+    table.sink.add("flag-0")
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(stage._flush())
+    assert table.written == []
+    table.failures = 0
+    asyncio.run(stage._flush())
+    assert table.written == [["flag-0"]]
+
+
+def test_the_restriction_hook_is_not_retried_in_place():
+    """Its own retries (urllib3) are over when it raises: the worker stops, as documented."""
+    from pipeline.sinks import RestrictionHookSink, SinkError
+
+    endpoint = Endpoint(statuses=[400, 400])
+    try:
+        stage = detect_stage(retry_seconds=30)
+        hook = RestrictionHookSink(endpoint.url, min_severity="low", retries=0)
+        hook.setup()
+        stage.sinks = [hook]
+        from schemas.flags import Flag
+
+        hook.add(Flag(flag_id="f1", account_id="a", detector="login_frequency", score=0.9,
+                      severity="high", ts="2026-11-01T00:00:00.000Z",
+                      detected_at="2026-11-01T00:00:01.000Z", reasons=("why",), evidence={},
+                      related_accounts=(), mode="enforce"))
+        with pytest.raises(SinkError, match="HTTP 400"):
+            asyncio.run(stage._flush())
+        assert len(endpoint.requests) == 1
+        assert stage.metrics.sink_retries._value.get() == 0
+    finally:
+        endpoint.close()
