@@ -475,11 +475,14 @@ class DetectStage:
             log.info("detection handed over")
 
     async def stop(self) -> None:
-        if self.app is not None:
-            await self.release()
-            await self.app.stop()
-        if self.admin is not None:
-            await self.admin.close()
+        try:
+            if self.app is not None:
+                await self.release()  # raises if a sink still fails: no checkpoint then
+        finally:
+            if self.app is not None:
+                await self.app.stop()
+            if self.admin is not None:
+                await self.admin.close()
 
     async def receive(self, event) -> None:
         """One chunk from the agent; detection runs when ``step`` next comes round."""

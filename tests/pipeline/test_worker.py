@@ -231,6 +231,33 @@ def test_one_worker_gives_the_flags_of_replay(kafka_bootstrap, tmp_path, traffic
     assert all(m.key.decode() == json.loads(m.value)["account_id"] for m in on_topic)
 
 
+def test_a_hook_that_refuses_stops_the_worker_and_a_restart_loses_no_flag(
+        kafka_bootstrap, tmp_path, traffic):
+    """The worker stops on the hook's refusal without checkpointing past the flags it
+    refused, so the restarted worker sends them."""
+    events, replay_ids, lines = traffic
+    replayed = [json.loads(line) for line in (events.parent / "flags.jsonl").open()]
+    acting = {f["flag_id"] for f in replayed if f["severity"] in ("medium", "high")}
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    refusing, taking = Endpoint(statuses=[400] * 100_000), Endpoint()
+    try:
+        first, _ = run.start_worker("--hook", refusing.url, "--hook-min-severity", "medium")
+        assert first.wait(timeout=180) != 0
+        assert refusing.requests and not refusing.accepted
+        run.start_worker("--hook", taking.url, "--hook-min-severity", "medium")
+        try:
+            wait_caught_up(run, lines)
+        finally:
+            run.stop_all()
+    finally:
+        refusing.close()
+        taking.close()
+    assert "restriction hook" in run.logs() and "HTTP 400" in run.logs()
+    assert {f["flag_id"] for f in taking.taken()} == acting
+    assert flag_ids_in_clickhouse(run) == replay_ids
+
+
 def test_two_workers_over_six_partitions_give_the_flags_of_replay(kafka_bootstrap, tmp_path,
                                                                   traffic):
     events, replay_ids, lines = traffic
