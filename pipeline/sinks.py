@@ -149,7 +149,14 @@ class ClickHouseFlagSink(BaseSink):
         rows = [[f.flag_id, f.account_id, f.detector, f.score, f.severity, _to_datetime(f.ts),
                  _to_datetime(f.detected_at), f.reasons, _encoder.encode(f.evidence).decode(),
                  f.related_accounts, f.mode] for f in batch]
-        self.client.insert(self.table, rows, column_names=self.columns)
+        self._insert(rows)
+
+    def _insert(self, rows: list[list[Any]]) -> None:
+        try:
+            self.client.insert(self.table, rows, column_names=self.columns)
+        except Exception as error:  # the driver raises many kinds; all mean "not written"
+            raise SinkError(f"cannot write {len(rows)} rows to ClickHouse {self.table}: "
+                            f"{error}") from error
 
     def close(self) -> None:
         if self._owns_client and self.client is not None:
@@ -165,7 +172,7 @@ class ClickHouseDeadLetterSink(ClickHouseFlagSink):
 
     def write(self, batch: list[DeadLetter]) -> None:
         rows = [[d.source, d.reason, d.raw, _to_datetime(d.received_at)] for d in batch]
-        self.client.insert(self.table, rows, column_names=self.columns)
+        self._insert(rows)
 
 
 class RestrictionHookSink(BaseSink):

@@ -99,3 +99,20 @@ def test_replay_ignores_a_hook_url_in_the_environment(tmp_path, endpoint, monkey
     assert main(["replay", "--input", str(source), "--output", str(tmp_path / "f.jsonl"),
                  "--no-progress", "--hook-min-severity", "low"]) == 0
     assert endpoint.requests == []
+
+
+def test_a_clickhouse_write_that_fails_is_a_sink_error_and_keeps_its_batch():
+    """Whatever the driver raises becomes one clear error (replay prints it on one line), and
+    the batch stays for the next flush."""
+    from pipeline.sinks import ClickHouseFlagSink
+
+    class Refusing:
+        def insert(self, table, rows, column_names):
+            raise ConnectionError("Connection refused: 127.0.0.1:8123")
+
+    table = ClickHouseFlagSink(client=Refusing())
+    table.add(flag("a", "high"))
+    with pytest.raises(SinkError, match=r"cannot write 1 rows to ClickHouse abuse\.flags: "
+                                        r"Connection refused"):
+        table.flush()
+    assert [f.account_id for f in table._buffer] == ["a"]
