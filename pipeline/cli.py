@@ -119,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     verdict = commands.add_parser("verdict", help="record an analyst's verdict on a flag")
     verdict.add_argument("--clickhouse", required=True, metavar="DSN")
     verdict.add_argument("--flag-id", required=True)
-    verdict.add_argument("--verdict", required=True, choices=("abuse", "benign"))
+    from pipeline.verdicts import VERDICTS
+
+    verdict.add_argument("--verdict", required=True, choices=VERDICTS)
     verdict.add_argument("--analyst", default=os.environ.get("USER", ""),
                          help="who judged it (default: $USER)")
     verdict.add_argument("--note", default="", help="why, in a sentence")

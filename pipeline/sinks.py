@@ -40,6 +40,9 @@ class SinkError(Exception):
 
 
 class BaseSink(ABC):
+    # whether the worker retries a failed flush in place (a server restarting) before it stops
+    retry_in_place = False
+
     def __init__(self) -> None:
         self._buffer: list[Any] = []
 
@@ -132,6 +135,7 @@ class ClickHouseFlagSink(BaseSink):
     """Flags into ``abuse.flags`` (evidence stored as JSON text)."""
 
     table = "abuse.flags"
+    retry_in_place = True
     columns = ("flag_id", "account_id", "detector", "score", "severity", "ts", "detected_at",
                "reasons", "evidence", "related_accounts", "mode")
 
@@ -203,7 +207,6 @@ class RestrictionHookSink(BaseSink):
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.sent = 0
         self._http = None
 
     def setup(self) -> None:
@@ -241,7 +244,6 @@ class RestrictionHookSink(BaseSink):
             text = response.data[:200].decode("utf-8", "replace")
             raise SinkError(f"restriction hook {self.url} answered HTTP {response.status} "
                             f"({len(batch)} flags not delivered): {text}")
-        self.sent += len(batch)
 
     def close(self) -> None:
         if self._http is not None:

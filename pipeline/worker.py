@@ -601,9 +601,9 @@ class DetectStage:
         self.last_flush = time.monotonic()
 
     async def _flush_sink(self, sink: BaseSink) -> None:
-        """Flush one sink; ClickHouse writes are retried with a growing pause for up to
-        ``sink_retry_seconds`` (the batch stays buffered), then the error stops the worker
-        before its checkpoint. The restriction hook retries on its own (``urllib3``)."""
+        """Flush one sink; a sink that asks for it (ClickHouse) is retried with a growing pause
+        for up to ``sink_retry_seconds`` (the batch stays buffered), then the error stops the
+        worker before its checkpoint. The restriction hook retries on its own (``urllib3``)."""
         deadline = time.monotonic() + self.config.sink_retry_seconds
         pause = 0.5
         while True:
@@ -611,12 +611,12 @@ class DetectStage:
                 sink.flush()
                 return
             except Exception as error:
-                if not isinstance(sink, ClickHouseFlagSink) or \
-                        time.monotonic() + pause > deadline:
+                if not sink.retry_in_place or time.monotonic() + pause > deadline:
                     raise
                 self.metrics.sink_retries.inc()
-                log.warning("ClickHouse write failed; retrying", extra={
-                    "error": repr(error), "retry_in_seconds": pause})
+                log.warning("sink write failed; retrying", extra={
+                    "sink": type(sink).__name__, "error": repr(error),
+                    "retry_in_seconds": pause})
             await asyncio.sleep(pause)  # heartbeats and the agent go on meanwhile
             pause = min(pause * 2, 10.0)
 

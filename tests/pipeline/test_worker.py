@@ -24,6 +24,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.kafka_settings import KafkaSettings
 from pipeline.produce import produce_file
+from pipeline.sinks import ClickHouseFlagSink
 from tests.pipeline.endpoint import Endpoint
 
 pytestmark = pytest.mark.kafka
@@ -710,25 +711,19 @@ def test_the_brokers_default_is_read_from_a_broker_and_a_refusal_names_the_setti
         bootstrap="b:9092", replication_factor=2))) == 2
 
 
-class _FlakyTable:
+class _FlakyTable(ClickHouseFlagSink):
     """Stands in for ClickHouse's flags table: refuses the first ``failures`` writes."""
 
     def __init__(self, failures: int) -> None:
-        from pipeline.sinks import ClickHouseFlagSink
-
-        class Table(ClickHouseFlagSink):
-            def setup(self) -> None:
-                pass
-
-            def write(table, batch) -> None:
-                if self.failures:
-                    self.failures -= 1
-                    raise ConnectionRefusedError("ClickHouse is restarting")
-                self.written.append(list(batch))
-
+        super().__init__("http://clickhouse:8123")
         self.failures = failures
         self.written: list[list] = []
-        self.sink = Table("http://clickhouse:8123")
+
+    def write(self, batch) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("ClickHouse is restarting")
+        self.written.append(list(batch))
 
 
 def detect_stage(retry_seconds: float):
@@ -743,9 +738,9 @@ def detect_stage(retry_seconds: float):
 
 def test_a_clickhouse_write_that_fails_is_retried_in_place_with_the_same_flags():
     table, stage = _FlakyTable(failures=2), detect_stage(retry_seconds=30)
-    stage.sinks = [table.sink]
+    stage.sinks = [table]
     for n in range(3):
-        table.sink.add(f"flag-{n}")
+        table.add(f"flag-{n}")
     asyncio.run(stage._flush())
     assert table.written == [["flag-0", "flag-1", "flag-2"]]
     assert stage.metrics.sink_retries._value.get() == 2
@@ -756,8 +751,8 @@ def test_a_clickhouse_outage_past_the_retries_stops_with_the_flags_kept_for_the_
     checkpoint) writes it if ClickHouse is back, and raises again, checkpointing nothing,
     if not."""
     table, stage = _FlakyTable(failures=1000), detect_stage(retry_seconds=0.6)
-    stage.sinks = [table.sink]
-    table.sink.add("flag-0")
+    stage.sinks = [table]
+    table.add("flag-0")
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(stage._flush())
     assert table.written == []
