@@ -7,9 +7,9 @@ Logins are seen from five sides, each a key with its own bounded state:
   mostly failing, is credential stuffing: every account it hit is flagged, and a success from
   it on a device the account never used (a likely takeover) too; the owner at home on their
   own device next to the attack is not one. An office NAT has many accounts too, but mostly
-  successful logins. Scripts (an HTTP library or a headless browser for user agent) also count on a
-  ``bot:`` key per /24, which needs only as many accounts as one IP: a script's failure is
-  nobody's mistype, so what makes a busy /24 need more does not apply to them.
+  successful logins. Scripts (an HTTP library or a headless browser for user agent) also
+  count on a ``bot:`` key per /24, which needs only as many accounts as one IP: a script's
+  failure is nobody's mistype, so what makes a busy /24 need more does not apply to them.
 - ``acct:`` keys keep a per-account baseline learned online with River: the account's usual
   failure rate (``proba.Beta`` with a prior, never learned from flagged events) scales the
   brute-force threshold; the rolling mean and variance of the gaps between logins
