@@ -37,6 +37,24 @@ def test_redelivered_events_are_dropped_once_seen():
     assert len(flags) == 1
 
 
+def test_a_busy_account_drops_redeliveries_from_a_day_back_and_forgets_older_ids():
+    # 6,000 events in 60 h (one every 36 s), no sweep: the ids of the last 24 h are always
+    # remembered, and the account never holds more than two windows of them.
+    usage = [make_event("usage", account_id="busy", t=36.0 * i, units=1.0, event_id=f"u{i}")
+             for i in range(6000)]
+    engine = Engine(build(), clock=lambda: CLOCK, sweep_hours=1000.0)
+    most = 0
+    for event in usage:
+        engine.process(event)
+        most = max(most, len(engine.state.profiles["busy"].recent_ids))
+    assert most <= 2 * DAY / 36.0 + 1
+    day_back = [e for e in usage if e.ts.timestamp() >= usage[-1].ts.timestamp() - DAY + 60]
+    for event in day_back:
+        engine.process(event)
+    assert engine.stats.duplicates == len(day_back) > 2000
+    assert engine.stats.events == len(usage)
+
+
 def test_flag_ids_are_deterministic_and_independent_of_the_clock():
     _, first = run(ring())
     engine = Engine(build(), clock=lambda: "2030-01-01T00:00:00.000Z")
