@@ -883,9 +883,15 @@ class LoginFrequency(DetectorBase):
             logins.popleft()
         if verdict is not None:
             # The whole burst belongs to the abuse, not only the login that tipped it over.
+            # Marked in place from the newest back (a rebuilt deque per flagged login cost a
+            # script's every login the whole window).
             since = obs.t - self._slow_seconds
-            state.logins = deque(((*lg[:4], True) if lg[0] >= since else lg for lg in logins),
-                                 maxlen=logins.maxlen)
+            for i in range(len(logins) - 1, -1, -1):
+                login = logins[i]
+                if login[0] < since:
+                    break
+                if not login[4]:
+                    logins[i] = (*login[:4], True)
         state.logins.append((obs.t, event.success, event.device_id, event.country,
                              verdict is not None))
 
