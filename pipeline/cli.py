@@ -194,6 +194,14 @@ def _parser() -> argparse.ArgumentParser:
     hook.add_argument("--start", choices=("earliest", "latest"), default="earliest",
                       help="where a hook group without committed offsets begins: every flag "
                            "still on the topic (default), or only new ones")
+    hook.add_argument("--give-up-after", type=float, default=3600.0, metavar="SECONDS",
+                      help="how long a flag the endpoint refuses on its own (HTTP 400, 404, "
+                           "409, 410, 413, 415, 422) is tried again before it goes to "
+                           "abuse.hook.refused and the hook goes on (default 3600)")
+    hook.add_argument("--from-topic", default="abuse.flags",
+                      choices=("abuse.flags", "abuse.hook.refused"),
+                      help="the topic to deliver (without the prefix): abuse.hook.refused, in "
+                           "a group of its own, sends the refused flags again")
     hook.add_argument("--metrics-port", type=int, default=None,
                       help="Prometheus /metrics port (or ABUSE_HOOK_METRICS_PORT; default "
                            "9109, 0: none)")

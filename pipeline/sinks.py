@@ -36,7 +36,15 @@ _encoder = msgspec.json.Encoder()
 
 
 class SinkError(Exception):
-    """A sink could not be set up or written; the message says which and why."""
+    """A sink could not be set up or written; the message says which and why.
+
+    ``status`` is the HTTP status an endpoint answered with (``None``: no answer, or not
+    HTTP).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BaseSink(ABC):
@@ -243,7 +251,8 @@ class RestrictionHookSink(BaseSink):
         if response.status >= 300:
             text = response.data[:200].decode("utf-8", "replace")
             raise SinkError(f"restriction hook {self.url} answered HTTP {response.status} "
-                            f"({len(batch)} flags not delivered): {text}")
+                            f"({len(batch)} flags not delivered): {text}",
+                            status=response.status)
 
     def close(self) -> None:
         if self._http is not None:

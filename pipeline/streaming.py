@@ -40,6 +40,7 @@ def _hook(args: argparse.Namespace) -> int:
                                       group_id=args.group_id)
     config = HookConfig(
         kafka=settings, make_sink=make_sink, start=args.start,
+        give_up_after=args.give_up_after, from_topic=args.from_topic,
         metrics_host=args.metrics_host or env.get("ABUSE_METRICS_HOST", "127.0.0.1"),
         metrics_port=args.metrics_port if args.metrics_port is not None else env_int(
             env, "ABUSE_HOOK_METRICS_PORT", 9109))

@@ -10,12 +10,14 @@ __all__ = ["Endpoint"]
 
 
 class Endpoint:
-    """Records every POST; answers each with the next status of ``statuses`` (then 200)."""
+    """Records every POST; answers each with the next status of ``statuses`` (then 200), and
+    with 422 any request holding a flag whose id is in ``refuse_ids``."""
 
-    def __init__(self, statuses=()) -> None:
+    def __init__(self, statuses=(), refuse_ids=()) -> None:
         self.requests: list[tuple[dict, bytes]] = []
         self.accepted: list[bytes] = []  # bodies answered with a success
         self.statuses = list(statuses)
+        self.refuse_ids = set(refuse_ids)
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,6 +25,8 @@ class Endpoint:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 endpoint.requests.append((dict(self.headers), body))
                 status = endpoint.statuses.pop(0) if endpoint.statuses else 200
+                if {f["flag_id"] for f in json.loads(body)["flags"]} & endpoint.refuse_ids:
+                    status = 422
                 if status < 300:
                     endpoint.accepted.append(body)
                 self.send_response(status)

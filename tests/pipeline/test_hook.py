@@ -9,14 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pipeline.hook import HookConfig, HookMetrics, run_hook
+from pipeline.hook import REFUSED_TOPIC, HookConfig, HookMetrics, run_hook
 from pipeline.kafka_settings import KafkaSettings
 from pipeline.sinks import RestrictionHookSink
-from schemas.flags import Flag, encode_flag
+from schemas.flags import Flag, decode_flag, encode_flag
 from tests.pipeline.endpoint import Endpoint
 from tests.pipeline.test_worker import free_port, metrics, wait_until
 
@@ -183,3 +184,78 @@ def test_an_outage_longer_than_the_poll_interval_still_delivers(kafka_bootstrap)
         assert {f["flag_id"] for f in endpoint.taken()} == {"f008"}
     finally:
         endpoint.close()
+
+
+def refused_on_topic(settings: KafkaSettings) -> list[tuple[str, dict[str, bytes]]]:
+    """(flag id, headers) of every flag on the refused topic."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topic(REFUSED_TOPIC), bootstrap_servers=settings.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        return [(decode_flag(record.value).flag_id, dict(record.headers)) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_a_flag_refused_for_good_is_set_aside_and_the_others_are_delivered(kafka_bootstrap):
+    """The endpoint answers 422 to any request holding f003: the batch is sent one flag at a
+    time, f003 is given up after ``give_up_after`` and written to the refused topic, the
+    hook goes on past it, and ``--from-topic abuse.hook.refused`` sends it again later."""
+    settings = flags_topic(kafka_bootstrap, *(flag(n, "high") for n in range(1, 6)))
+    picky = Endpoint(refuse_ids={"f003"})
+
+    def config(url: str, **kwargs) -> HookConfig:
+        return HookConfig(kafka=settings, max_pause=0.2, give_up_after=1.0,
+                          make_sink=lambda: RestrictionHookSink(url, retries=0), **kwargs)
+
+    fixed = Endpoint()
+    try:
+        seen = asyncio.run(run_until(config(picky.url), lambda m: m.refused._value.get() >= 1,
+                                     settle=1.0))
+        assert sorted(f["flag_id"] for f in picky.taken()) == ["f001", "f002", "f004", "f005"]
+        assert seen.refused._value.get() == 1
+        assert seen.delivered._value.get() == 4
+        [(refused, headers)] = refused_on_topic(settings)
+        assert refused == "f003"
+        assert headers["status"] == b"422" and headers["url"] == picky.url.encode()
+        # committed past it: a restart sends only what is new
+        publish(kafka_bootstrap, settings.topic("abuse.flags"), [encode_flag(flag(6, "high"))])
+        asyncio.run(run_until(config(picky.url), lambda m: m.delivered._value.get() >= 1,
+                              settle=1.0))
+        assert [f["flag_id"] for f in picky.taken()[4:]] == ["f006"]
+        # once the endpoint is fixed, the refused flags are sent again from their topic
+        again = replace(settings, group_id=settings.group_id + "-again")
+        resent = asyncio.run(run_until(
+            replace(config(fixed.url), kafka=again, from_topic=REFUSED_TOPIC),
+            lambda m: m.delivered._value.get() >= 1, settle=1.0))
+        assert [f["flag_id"] for f in fixed.taken()] == ["f003"]
+        assert resent.refused._value.get() == 0
+    finally:
+        picky.close()
+        fixed.close()
+
+
+@pytest.mark.parametrize("status", [401, 503])
+def test_an_endpoint_in_trouble_is_waited_out_and_nothing_is_given_up(kafka_bootstrap, status):
+    """401 (credentials) and 503 are the endpoint's, not the flags': even with
+    ``give_up_after=0`` the hook waits until it takes them."""
+    settings = flags_topic(kafka_bootstrap, flag(9, "high"), flag(10, "high"))
+    endpoint = Endpoint(statuses=[status] * 8)
+    config = HookConfig(kafka=settings, max_pause=0.1, give_up_after=0.0,
+                        make_sink=lambda: RestrictionHookSink(endpoint.url, retries=0))
+    try:
+        seen = asyncio.run(run_until(config, lambda m: m.delivered._value.get() >= 2))
+        assert seen.failures._value.get() == 8
+        assert seen.refused._value.get() == 0
+        assert sorted(f["flag_id"] for f in endpoint.taken()) == ["f009", "f010"]
+    finally:
+        endpoint.close()
+
+
+def test_the_hook_refuses_settings_it_cannot_honour():
+    settings = KafkaSettings(bootstrap="127.0.0.1:9")
+    with pytest.raises(ValueError, match="give-up-after"):
+        HookConfig(kafka=settings, make_sink=lambda: None, give_up_after=-1.0)
+    with pytest.raises(ValueError, match=r"abuse\.hook\.refused"):
+        HookConfig(kafka=settings, make_sink=lambda: None, from_topic="events.login")
