@@ -6,10 +6,11 @@ workers. For each event the engine asks ``keys(obs)`` which states it touches, t
 key calls ``score_one`` (pure) before ``learn_one`` (the only place state changes), and
 finally ``combine`` turns the per-key verdicts into at most one verdict for the event.
 
-Keys are how cross-account detection scales out: a key such as ``dev:d-91`` gathers the
-accounts that used one device, wherever those accounts are partitioned. The streaming worker
-re-keys observations by these keys (as Kafka Streams repartitions), offline replay runs the
-same stages in one process.
+Keys are how detection splits: a key such as ``dev:d-91`` gathers the accounts that used one
+device, wherever those accounts are partitioned, and each key's state is read and written by
+its own ``score_one`` and ``learn_one`` only. So :mod:`pipeline.keyshards` can split a
+detector's keys over shards (each scores and learns the keys it owns, a combiner combines),
+as Kafka Streams repartitions by key, with the flags of one engine.
 """
 
 from __future__ import annotations
@@ -301,9 +302,9 @@ def check_unit_interval(**values: float) -> None:
 def step(detector: Detector, states: dict[str, Any], obs: Observation) -> Verdict | None:
     """Run one observation through one detector: every key scored, then learned, then combined.
 
-    ``states`` maps key -> state for this detector. The streaming worker runs the loop body on
-    the partition that owns each key and ``combine`` where the account lives; this is the
-    same computation in one place.
+    ``states`` maps key -> state for this detector. :mod:`pipeline.keyshards` runs the loop
+    body on the shard that owns each key and ``combine`` in the combiner; this is the same
+    computation in one place.
     """
     keys = detector.keys(obs)
     if not keys:

@@ -185,13 +185,16 @@ class Engine:
             return []
         flags: list[Flag] = []
         obs = Observation(event=event, t=t, seq=seq, profile=profile)
-        keyed = state.keyed
         for detector in detectors:
-            verdict = step(detector, keyed[detector.name], obs)
+            verdict = self._verdict(detector, obs)
             if verdict is not None:
                 flags.extend(self._flags(detector.name, obs, verdict))
         update_profile(profile, event, t)
         return flags
+
+    def _verdict(self, detector: Detector, obs: Observation) -> Verdict | None:
+        """One detector's verdict on one event (:mod:`pipeline.keyshards` splits this)."""
+        return step(detector, self.state.keyed[detector.name], obs)
 
     def process_many(self, events: Iterable[Event]) -> list[Flag]:
         return [flag for seq, event in enumerate(events) for flag in self.process(event, seq)]
