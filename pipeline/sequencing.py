@@ -25,7 +25,9 @@ repeated *in the data* by id, as replay does.)
 
 Idle partitions (caught up, nothing new for a few seconds) do not hold the watermark back
 (else an empty partition would stall everything); once every partition is idle the buffer is
-flushed, as replay does at the end of its file.
+flushed, as replay does at the end of its file. The seconds are the log's: each chunk carries
+the clock of the ingest that cut it (``sent_at``; every partition reports at least once a
+second), so that whatever reads the log decides the same order.
 
 >>> from detectors import build
 >>> from detectors.testing import make_event
@@ -39,21 +41,20 @@ flushed, as replay does at the end of its file.
 ...     caught_up=False, expected=["events.login:0"],
 ...     events=[encode_event(e) for e in events], kafka_ts=[0] * 12, offsets=list(range(12)))))
 >>> stage.feed(chunk)
-[]
->>> stage.feed(chunk), stage.redelivered  # re-sent: offsets 0-11 of events.login:0 were seen
-([], 12)
+>>> stage.feed(chunk)
+>>> stage.redelivered  # re-sent: offsets 0-11 of events.login:0 were seen
+12
 >>> [f.account_id for f, _ in stage.advance()]  # released up to 110 - 60 s: 9 failures so far
 []
->>> stage.feed(Chunk(source="events.login:0", max_t=110.0, caught_up=True))
-[]
->>> [f.reasons[0] for f, _ in stage.advance(idle=True)]  # caught up and idle: the rest goes
+>>> stage.feed(Chunk(source="events.login:0", max_t=110.0, caught_up=True, sent_at=5.0))
+>>> [f.reasons[0] for f, _ in stage.advance()]  # caught up and idle: the rest goes
 ['10 failed logins in 60 min (usual failure rate 5%)']
 """
 
 from __future__ import annotations
 
-import itertools
 import pickle
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,8 +76,9 @@ __all__ = [
     "source_name",
 ]
 
-CHECKPOINT_VERSION = 2  # 2: per-source offset high-water marks
-_RESTORABLE = {1, CHECKPOINT_VERSION}  # a version-1 checkpoint restores with no marks yet
+# 2: per-source offset high-water marks; 3: the decided order (``ready``) and the log's clock
+CHECKPOINT_VERSION = 3
+_RESTORABLE = {1, 2, CHECKPOINT_VERSION}  # older ones restore with what they have
 CHUNK_BYTES = 512 * 1024  # a chunk message stays well under Kafka's 1 MB default
 
 
@@ -99,6 +101,9 @@ class Chunk(msgspec.Struct, kw_only=True, array_like=True):
     offsets: list[int] = []  # source offset of each event (empty: from an older ingest)
     dead_offsets: list[int] = []  # source offset of each dead letter
     end: int = -1  # the source partition's log-end offset when the chunk was cut (-1: unknown)
+    # ingest's clock (epoch s) when the chunk was cut: detection's clock for idleness, read
+    # from the log so that every reader of it decides alike (0: from an older ingest)
+    sent_at: float = 0.0
 
 
 class _Frame(Chunk, kw_only=True, array_like=True):
@@ -162,6 +167,7 @@ def build_chunks(
     expected: list[str],
     received_at: str | None = None,
     end: int = -1,
+    sent_at: float = 0.0,
 ) -> tuple[list[Chunk], float]:
     """Validate one source partition's ``(value, offset, kafka_ts)`` records into chunks.
 
@@ -193,7 +199,7 @@ def build_chunks(
         if size and size + item > CHUNK_BYTES:
             chunks.append(Chunk(source=source, max_t=max_t, caught_up=False, expected=expected,
                                 events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
-                                dead_offsets=dead_offsets, end=end))
+                                dead_offsets=dead_offsets, end=end, sent_at=sent_at))
             events, kafka_ts, dead, offsets, dead_offsets, size = [], [], [], [], [], 0
         size += item
         if event is None:
@@ -206,7 +212,7 @@ def build_chunks(
         offsets.append(offset)
     chunks.append(Chunk(source=source, max_t=max_t, caught_up=caught_up, expected=expected,
                         events=events, kafka_ts=kafka_ts, dead=dead, offsets=offsets,
-                        dead_offsets=dead_offsets, end=end))
+                        dead_offsets=dead_offsets, end=end, sent_at=sent_at))
     return chunks, max_t
 
 
@@ -220,11 +226,11 @@ class SourceWatermarks:
     """Per source partition: the largest event time forwarded, and since when it is idle.
 
     A source is *idle* once it has been caught up (read to its end) with no new events for
-    ``idle_after`` seconds of processing time ``now`` (the worker's clock; this is stream
-    bookkeeping, as Flink's source idleness, never read by detection). Idle sources do not
-    hold the watermark back, else one empty partition would stall everything; a source with
-    events still arriving does, even when the consumer keeps up with it, so that a live stream
-    is released in the order replay would give.
+    ``idle_after`` seconds of ``now``, the log's clock (the chunks' ``sent_at``: ingest's
+    clock; this is stream bookkeeping, as Flink's source idleness, never read by detection).
+    Idle sources do not hold the watermark back, else one empty partition would stall
+    everything; a source with events still arriving does, even when the consumer keeps up
+    with it, so that a live stream is released in the order replay would give.
 
     >>> marks = SourceWatermarks(idle_after=2.0)
     >>> marks.update(Chunk(source="a:0", max_t=50.0, caught_up=False, expected=["a:0", "a:1"]),
@@ -289,9 +295,17 @@ class DetectionStage:
     """Sequence chunks by event time and run them through ``engine`` (see the module doc).
 
     ``feed`` takes chunks (``accept`` drops what was already accepted from their source,
-    ``hold`` holds the rest), ``advance`` releases what the watermark allows and returns the
-    flags with the Kafka timestamp (ms) of the event that raised each. ``snapshot`` /
-    ``restore`` checkpoint everything, with the offset of the next sequenced message.
+    ``hold`` holds the rest) and decides, from what the chunk says, what may be released:
+    those events join ``ready``, in order, behind any late ones. ``advance`` processes what is
+    ready and returns the flags with the Kafka timestamp (ms) of the event that raised each.
+    ``snapshot`` / ``restore`` checkpoint everything, with the offset of the next sequenced
+    message.
+
+    Every decision is taken when a chunk is fed, from the log alone (its clock is the chunks'
+    ``sent_at``, never this process's), so the order of events is a function of the
+    sequenced log and the checkpoint: a restart, another worker, or a key shard reading the
+    same log (:mod:`pipeline.keyshards`) processes the same events in the same order, however
+    fast it reads and however it slices its work.
     """
 
     def __init__(self, engine: Engine, *, lateness: float = 300.0,
@@ -299,6 +313,8 @@ class DetectionStage:
         self.engine = engine
         self.buffer = ReorderBuffer(lateness)
         self.watermarks = SourceWatermarks(idle_after)
+        self.ready: deque[tuple[Event, int]] = deque()  # decided, in order, not processed
+        self.log_time = 0.0  # the latest ``sent_at`` of the chunks fed
         self.released = 0
         self.received = 0  # valid events received, re-deliveries included
         self.redelivered = 0  # events dropped by source offset
@@ -312,10 +328,9 @@ class DetectionStage:
         """Events dropped as duplicates: re-sent by ingest, or repeated in the data."""
         return self.redelivered + self.engine.stats.duplicates
 
-    def feed(self, chunk: Chunk, now: float = 0.0) -> list[tuple[Flag, int]]:
-        """Hold a chunk's new events (late ones are processed at once: their flags are
-        returned)."""
-        return self.hold(self.accept(chunk), now)
+    def feed(self, chunk: Chunk) -> None:
+        """Take a chunk's new events and decide what is ready (:meth:`advance` processes)."""
+        self.hold(self.accept(chunk))
 
     def accept(self, chunk: Chunk) -> Chunk:
         """The chunk without what was already accepted from its source: ingest re-sends from
@@ -344,38 +359,38 @@ class DetectionStage:
             offsets=[chunk.offsets[n] for n in fresh], dead=[chunk.dead[n] for n in dead],
             dead_offsets=[chunk.dead_offsets[n] for n in dead])
 
-    def hold(self, chunk: Chunk, now: float = 0.0) -> list[tuple[Flag, int]]:
-        """Hold an accepted chunk's events and take its watermark."""
+    def hold(self, chunk: Chunk) -> None:
+        """Hold an accepted chunk's events (late ones are ready at once, in arrival order),
+        take its watermark and clock, and make ready what they release."""
         self.dead_lettered += len(chunk.dead)
-        flags: list[tuple[Flag, int]] = []
+        ready = self.ready
         for event, kafka_ts in zip(chunk.events, chunk.kafka_ts or [0] * len(chunk.events),
                                    strict=True):
             late = self.buffer.hold(event.ts.timestamp(), event.account_id, event.event_id,
                                     (event, kafka_ts))
             if late is not None:
-                flags.extend(self._process(late))
-        self.watermarks.update(chunk, now)
-        return flags
+                ready.append(late)
+        self.log_time = max(self.log_time, chunk.sent_at)
+        self.watermarks.update(chunk, self.log_time)
+        ready.extend(self.buffer.release(self.watermark()))
 
-    def watermark(self, *, now: float = 0.0, idle: bool = False) -> float:
+    def watermark(self, *, idle: bool = False) -> float:
         """Up to where events may be released; everything once every source is idle (or
         caught up, with ``idle``): the end of the input, as replay at the end of its file."""
-        marks = self.watermarks
+        marks, now = self.watermarks, self.log_time
         if marks.all_idle(now) or (idle and marks.all_caught_up()):
             return float("inf")
         return marks.low(now) - self.buffer.lateness
 
-    def releasable(self, *, now: float = 0.0) -> bool:
-        """Whether :meth:`advance` would release something now."""
-        return self.buffer.oldest_t <= self.watermark(now=now)
-
-    def advance(self, *, now: float = 0.0, idle: bool = False,
-                limit: int | None = None) -> list[tuple[Flag, int]]:
-        """Release held events up to the watermark at processing time ``now`` (at most
-        ``limit`` of them: the caller keeps its batches short and calls again)."""
-        released = self.buffer.release(self.watermark(now=now, idle=idle))
-        return [flag for item in itertools.islice(released, limit)
-                for flag in self._process(item)]
+    def advance(self, *, idle: bool = False, limit: int | None = None) -> list[tuple[Flag, int]]:
+        """Process what is ready (at most ``limit`` events: the caller keeps its batches
+        short and calls again). ``idle``: the caller knows the input ended (a test, a file):
+        once every source is caught up, everything held is ready."""
+        if idle:
+            self.ready.extend(self.buffer.release(self.watermark(idle=True)))
+        ready = self.ready
+        count = len(ready) if limit is None else min(limit, len(ready))
+        return [flag for _ in range(count) for flag in self._process(ready.popleft())]
 
     def _process(self, item: tuple[Event, int]) -> list[tuple[Flag, int]]:
         event, kafka_ts = item
@@ -388,6 +403,7 @@ class DetectionStage:
             "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
             "engine_state": self.engine.state, "engine_stats": self.engine.stats,
             "buffer": self.buffer, "watermarks": self.watermarks, "released": self.released,
+            "ready": self.ready, "log_time": self.log_time,
             "received": self.received, "dead_lettered": self.dead_lettered,
             "next_offset": self.next_offset, "source_offsets": self.source_offsets,
             "redelivered": self.redelivered,
@@ -409,7 +425,10 @@ class DetectionStage:
         self.buffer.lateness = lateness
         self.watermarks = saved["watermarks"]
         self.watermarks.idle_after = idle_after
-        self.watermarks.forget_idleness()
+        if saved["version"] < 3:  # its idleness was on the old worker's clock, not the log's
+            self.watermarks.forget_idleness()
+        self.ready = saved.get("ready", deque())
+        self.log_time = saved.get("log_time", 0.0)
         self.released = saved["released"]
         self.received = saved["received"]
         self.dead_lettered = saved["dead_lettered"]

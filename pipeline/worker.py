@@ -246,7 +246,7 @@ class IngestStage:
             log_end = (consumer.highwater(tp) or -1) if records else -1
             chunks, self.max_t[tp] = build_chunks(
                 source, ((r.value, r.offset, r.timestamp) for r in records), max_t=max_t,
-                caught_up=caught_up, expected=expected, end=log_end)
+                caught_up=caught_up, expected=expected, end=log_end, sent_at=time.time())
             self.reported[tp] = (self.max_t[tp], caught_up, time.monotonic())
             raw = {r.offset: r for r in records} if any(c.dead for c in chunks) else {}
             for chunk in chunks:
@@ -339,7 +339,6 @@ class DetectStage:
         self.purged_at = time.monotonic()
         self.fatal: Exception | None = None
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
-        self.flags_from_chunks: list[Any] = []
         self.received_chunks = 0
 
     async def start(self) -> None:
@@ -490,12 +489,13 @@ class DetectStage:
             stage, record = self.stage, event.message
             if stage is None or record.offset < stage.next_offset:
                 return  # not ours (anymore), or fetched before a seek
-            self.flags_from_chunks.extend(self._feed(stage, record))
+            self._feed(stage, record)
             stage.next_offset = record.offset + 1
             self.received_chunks += 1
             self.unacked.append(event)
-        while self.stage is not None and len(self.stage.buffer) >= MAX_BUFFERED \
-                and self.stage.releasable(now=time.time()) and self.fatal is None:
+        while self.stage is not None and self.stage.ready \
+                and len(self.stage.buffer) + len(self.stage.ready) >= MAX_BUFFERED \
+                and self.fatal is None:
             # backpressure: work off what is held before taking more (the rest waits in
             # Kafka, not in memory)
             await self.step()
@@ -513,10 +513,9 @@ class DetectStage:
             if stage is None:
                 return 0
             started = time.perf_counter()
-            flags, self.flags_from_chunks = self.flags_from_chunks, []
             chunks, self.received_chunks = self.received_chunks, 0
             before = stage.released
-            flags.extend(stage.advance(now=time.time(), limit=RELEASE_PER_STEP))
+            flags = stage.advance(limit=RELEASE_PER_STEP)
             now = time.monotonic()
             self._emit(flags)
             self._observe(stage, stage.released - before)
@@ -530,7 +529,7 @@ class DetectStage:
                 self.metrics.batch_seconds.labels("detect").observe(time.perf_counter() - started)
             return chunks
 
-    def _feed(self, stage: DetectionStage, record) -> list:
+    def _feed(self, stage: DetectionStage, record) -> None:
         try:
             chunk = decode_chunk(record.value)
         except Exception as error:  # a foreign or corrupt message: keep it, keep going
@@ -544,7 +543,7 @@ class DetectStage:
             if self.dead_sink is not None:
                 self.dead_sink.add(letter)
             self.metrics.dead_letters.inc()
-            return []
+            return
         restarts = stage.restarts
         chunk = stage.accept(chunk)  # re-sent dead letters are not recorded twice either
         if stage.restarts > restarts:
@@ -555,7 +554,7 @@ class DetectStage:
         if self.dead_sink is not None:
             for letter in chunk.dead:
                 self.dead_sink.add(letter)
-        return stage.hold(chunk, now=time.time())
+        stage.hold(chunk)
 
     def _emit(self, flags: list) -> None:
         if not flags:
