@@ -149,6 +149,11 @@ class Engine:
         self.allowlist = allowlist or Allowlist()
         self.clock = clock
         self.stats = EngineStats()
+        # for an engine like this one (pipeline.keyshards): every setting but the state
+        self.settings: dict[str, Any] = {
+            "episode_gap_days": episode_gap_days, "dedupe_hours": dedupe_hours,
+            "profile_ttl_days": profile_ttl_days, "sweep_hours": sweep_hours,
+            "shadow": self.shadow, "allowlist": allowlist, "clock": clock}
 
     # -- the hot path -------------------------------------------------------------------
     def process(self, event: Event, seq: int = 0, *, t: float | None = None) -> list[Flag]:

@@ -16,6 +16,12 @@ hash of the key, as Kafka Streams repartitions by key:
 Detectors with a second, read-only round (``probe_keys``: trial_cycling follows a ring one hop
 through other keys' states) are not split: the combiner runs them whole.
 
+In the streaming worker each shard and the combiner read the same sequenced log, whose order
+of events is the log's own (:class:`~pipeline.sequencing.DetectionStage`), so they agree on
+every event's ``seq``. A shard sends its parts as :class:`PartsBatch` es on the lane's parts
+topic (partition = shard); the combiner's :class:`PartsInbox` keeps them until it reaches
+their events, and an event is processed only once every shard has covered it.
+
 Examples
 --------
 >>> from detectors import build
@@ -45,9 +51,20 @@ from typing import Any
 import msgspec
 
 from detectors.base import Detector, DetectorBase, Observation, Verdict
-from pipeline.engine import Engine
+from pipeline.engine import Engine, EngineState
 
-__all__ = ["CombineEngine", "Part", "ShardEngine", "shard_of", "splittable"]
+__all__ = [
+    "CombineEngine",
+    "CombineState",
+    "Part",
+    "PartsBatch",
+    "PartsInbox",
+    "ShardEngine",
+    "decode_batch",
+    "encode_batch",
+    "shard_of",
+    "splittable",
+]
 
 
 def shard_of(key: str, count: int) -> int:
@@ -73,7 +90,91 @@ class Part(msgspec.Struct, frozen=True, array_like=True):
     detector: str
     position: int
     key: str
-    verdict: Any  # a detectors.base.Verdict
+    verdict: Verdict
+
+
+class PartsBatch(msgspec.Struct, array_like=True, kw_only=True):
+    """One shard's message on the parts topic: every part it found for the events
+    ``since < seq <= through`` (none is a message too: it says the shard got that far), and
+    the sequenced offset its latest checkpoint resumes from (the combiner lets the sequenced
+    topic be trimmed only up to there)."""
+
+    shard: int
+    count: int
+    fingerprint: str  # the detectors' and settings': a combiner only takes its own shards'
+    since: int
+    through: int
+    checkpointed: int = -1  # -1: no checkpoint yet
+    parts: list[Part] = []
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(PartsBatch)
+
+
+def encode_batch(batch: PartsBatch) -> bytes:
+    return _batch_encoder.encode(batch)
+
+
+def decode_batch(raw: bytes) -> PartsBatch:
+    return _batch_decoder.decode(raw)
+
+
+class PartsInbox:
+    """The combiner's side of the parts topic (checkpointed with the combiner's state).
+
+    ``progress[i]``: shard ``i`` has covered every event up to this ``seq``; ``positions[i]``:
+    the next offset to read of its partition (-1: from the start); ``checkpointed[i]``: where
+    its latest checkpoint resumes on the sequenced topic. A shard that restarts from its
+    checkpoint sends what follows it again: what the inbox has already covered is dropped.
+
+    >>> inbox = PartsInbox(2, "fp")
+    >>> inbox.add(PartsBatch(shard=0, count=2, fingerprint="fp", since=0, through=5), offset=0)
+    >>> inbox.through()  # shard 1 has said nothing yet
+    0
+    >>> inbox.add(PartsBatch(shard=1, count=2, fingerprint="fp", since=0, through=3), offset=0)
+    >>> inbox.through(), inbox.positions
+    (3, [1, 1])
+    """
+
+    def __init__(self, count: int, fingerprint: str) -> None:
+        self.count = count
+        self.fingerprint = fingerprint
+        self.progress = [0] * count
+        self.positions = [-1] * count
+        self.checkpointed = [-1] * count
+        self.pending: dict[int, list[Part]] = {}
+
+    def add(self, batch: PartsBatch, *, offset: int) -> None:
+        """Take one message of partition ``batch.shard`` (read at ``offset``)."""
+        shard = batch.shard
+        if (batch.count, batch.fingerprint) != (self.count, self.fingerprint) \
+                or not 0 <= shard < self.count:
+            raise ValueError(
+                f"a parts message from shard {shard} of {batch.count} with detector "
+                f"settings {batch.fingerprint!r}; this combiner has {self.count} shards and "
+                f"{self.fingerprint!r}: run every worker of the lane with the same "
+                "--key-shards and detector settings")
+        if batch.since > self.progress[shard]:
+            raise ValueError(
+                f"shard {shard} resumes after event {batch.since}, but the combiner has its "
+                f"parts only up to event {self.progress[shard]}: their checkpoints disagree "
+                "(one was deleted or restored from elsewhere); delete the lane's checkpoints "
+                "and parts topic to detect afresh")
+        covered = self.progress[shard]
+        for part in batch.parts:
+            if part.seq > covered:
+                self.pending.setdefault(part.seq, []).append(part)
+        self.progress[shard] = max(covered, batch.through)
+        self.positions[shard] = offset + 1
+        self.checkpointed[shard] = batch.checkpointed
+
+    def through(self) -> int:
+        """Every shard has covered the events up to this ``seq``."""
+        return min(self.progress)
+
+    def take(self, seq: int) -> list[Part]:
+        return self.pending.pop(seq, [])
 
 
 class ShardEngine(Engine):
@@ -83,6 +184,8 @@ class ShardEngine(Engine):
 
     def __init__(self, detectors: Sequence[Detector], *, index: int, count: int,
                  **kwargs: Any) -> None:
+        if not detectors:
+            raise ValueError("a key shard needs a detector to split")
         if not 0 <= index < count:
             raise ValueError(f"shard index must be in [0, {count}), got {index}")
         unsplittable = [d.name for d in detectors if not splittable(d)]
@@ -92,6 +195,14 @@ class ShardEngine(Engine):
         super().__init__(detectors, **kwargs)
         self.index, self.count = index, count
         self._parts: list[Part] = []
+
+    @classmethod
+    def like(cls, engine: Engine, *, index: int, count: int) -> ShardEngine:
+        """Shard ``index`` of ``count`` for ``engine``'s splittable detectors and settings."""
+        detectors = [d for d in engine.detectors if splittable(d)]
+        settings = {**engine.settings,
+                    "shadow": engine.shadow & {d.name for d in detectors}}
+        return cls(detectors, index=index, count=count, **settings)
 
     def process(self, event, seq: int = 0, *, t: float | None = None) -> list[Part]:
         self._parts = []
@@ -114,12 +225,22 @@ class ShardEngine(Engine):
         return None  # the combiner combines
 
 
+class CombineState(EngineState):
+    """The engine's state and the parts not yet combined."""
+
+    def __init__(self, inbox: PartsInbox | None = None, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.inbox = inbox
+
+
 class CombineEngine(Engine):
     """The engine, with the verdicts of the ``split`` detectors combined from the shards'
-    parts (``process(event, seq, parts=...)``: every shard's parts for this event)."""
+    parts: ``process(event, seq, parts=...)`` (every shard's parts for this event), or,
+    without ``parts``, what ``state.inbox`` holds for ``seq``."""
 
     def __init__(self, detectors: Sequence[Detector], *, split: Iterable[str],
-                 **kwargs: Any) -> None:
+                 inbox: PartsInbox | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("state", CombineState(inbox))
         super().__init__(detectors, **kwargs)
         self.split = frozenset(split)
         unknown = self.split - {d.name for d in self.detectors}
@@ -131,8 +252,20 @@ class CombineEngine(Engine):
                              "split by key")
         self._parts: dict[str, list[Part]] = {}
 
+    @classmethod
+    def like(cls, engine: Engine, *, count: int, fingerprint: str) -> CombineEngine:
+        """The combiner of ``count`` shards for ``engine``'s detectors and settings."""
+        split = [d.name for d in engine.detectors if splittable(d)]
+        if not split:
+            raise ValueError(f"none of {[d.name for d in engine.detectors]} can be split by "
+                             "key (each reads other keys' states): --key-shards needs one")
+        return cls(engine.detectors, split=split, inbox=PartsInbox(count, fingerprint),
+                   **engine.settings)
+
     def process(self, event, seq: int = 0, *, t: float | None = None,
-                parts: Iterable[Part] = ()) -> list:
+                parts: Iterable[Part] | None = None) -> list:
+        if parts is None:
+            parts = self.state.inbox.take(seq)
         by_detector: dict[str, list[Part]] = {}
         for part in parts:
             if part.seq != seq or part.event_id != event.event_id:
