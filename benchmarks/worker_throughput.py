@@ -115,8 +115,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20000, help="live produce rate, events/s")
     parser.add_argument("--checkpoints", choices=("kafka", "file"), default="kafka")
     parser.add_argument("--split", action="store_true",
-                        help="each worker as two processes: --stages ingest and --stages detect")
+                        help="each worker as two processes: --stages ingest and --stages detect "
+                             "(and a third, --stages shard, with --key-shards)")
+    parser.add_argument("--key-shards", type=int, default=1,
+                        help="split login_frequency and refund_abuse by key over N shards")
+    parser.add_argument("--no-live", action="store_true", help="the backlog figure only")
     args = parser.parse_args()
+    sharding = ("--key-shards", str(args.key_shards))
 
     workdir = Path(tempfile.mkdtemp(prefix="worker-bench-"))
     events, _ = generate(accounts=args.accounts, days=args.days, seed=args.seed)
@@ -131,20 +136,26 @@ def main() -> None:
     print(f"produced: {summary.render()}")
     started = time.monotonic()
     roles = [("--stages", "ingest"), ("--stages", "detect")] if args.split else [()]
+    if args.split and args.key_shards > 1:
+        roles.append(("--stages", "shard"))
     workers = [start_worker(args.bootstrap, prefix, workdir, "--checkpoints", args.checkpoints,
-                            *role) for _ in range(args.workers) for role in roles]
+                            *sharding, *role) for _ in range(args.workers) for role in roles]
     first, done, samples = wait([port for _, port in workers], len(events))
     stop([process for process, _ in workers])
     shape = " (ingest and detect in separate processes)" if args.split else ""
+    if args.key_shards > 1:
+        shape += f", {args.key_shards} key shards"
     print(f"backlog, {args.workers} worker(s){shape}, checkpoints in {args.checkpoints}: "
           f"{len(events) / (done - first):,.0f} events/s "
           f"({done - first:.1f} s from first event to caught up; {done - started:.1f} s "
           f"including start-up and group join); "
           f"{value(samples, 'abuse_flags_total'):.0f} flags")
+    if args.no_live:
+        return
 
     prefix = f"bench-{tag}-live."
     process, port = start_worker(args.bootstrap, prefix, workdir, "--checkpoints",
-                                 args.checkpoints)
+                                 args.checkpoints, *sharding)
     time.sleep(5)  # joined the group
     from kafka import KafkaProducer
 

@@ -145,9 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--group-id", help="consumer group and internal topic names "
                         "(or ABUSE_GROUP_ID; default abuse-pipeline)")
     worker.add_argument("--stages", type=_csv, default=None,
-                        help="which stages this process runs: ingest, detect, or both "
-                             "(or ABUSE_STAGES; default ingest,detect). Separate processes use "
-                             "a core each")
+                        help="which stages this process runs: ingest, detect, shard (with "
+                             "--key-shards), comma-separated (or ABUSE_STAGES; default all "
+                             "of them). Separate processes use a core each")
+    worker.add_argument("--key-shards", type=int, default=None,
+                        help="split the lane's detectors by key over this many shards, which "
+                             "the group's workers share out (or ABUSE_KEY_SHARDS; default 1: "
+                             "not split; every worker of the lane the same)")
     worker.add_argument("--topic-prefix", help="prefix of every topic (or ABUSE_TOPIC_PREFIX)")
     worker.add_argument("--checkpoints", choices=("kafka", "file"), default=None,
                         help="where detection checkpoints go (or ABUSE_CHECKPOINTS): kafka (the "

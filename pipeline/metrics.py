@@ -68,6 +68,15 @@ class WorkerMetrics:
             "abuse_sink_retries", "ClickHouse writes retried after a failure", registry=registry)
         self.detect_active = Gauge("abuse_detect_active",
                                    "1 on the worker that owns detection", registry=registry)
+        self.key_shards = Gauge("abuse_key_shards", "Key shards this worker runs (--key-shards)",
+                                registry=registry)
+        self.shard_events = Counter("abuse_shard_events_processed",
+                                    "Events this worker's key shards scored their keys of",
+                                    registry=registry)
+        self.waiting_for_shards = Gauge(
+            "abuse_detect_waiting_for_shards",
+            "Events ready for detection whose key shards have not reported yet",
+            registry=registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

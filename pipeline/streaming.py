@@ -59,9 +59,18 @@ def _worker(args: argparse.Namespace) -> int:
     make_engine = engine_factory(args)
     metrics_port = args.metrics_port if args.metrics_port is not None else env_int(
         env, "ABUSE_METRICS_PORT", 9108)
+    key_shards = args.key_shards if args.key_shards is not None else env_int(
+        env, "ABUSE_KEY_SHARDS", 1)
+    fingerprint = detector_fingerprint(make_engine())
+    if key_shards > 1:  # a lane's checkpoints restore only into the same split
+        from pipeline.keyshards import CombineEngine
+
+        fingerprint = f"{fingerprint}.k{key_shards}"
+        CombineEngine.like(make_engine(), count=key_shards, fingerprint=fingerprint)  # checks
+    stages = args.stages if args.stages is not None else env.get("ABUSE_STAGES")
     config = WorkerConfig(
         kafka=settings, engine_factory=make_engine,
-        fingerprint=detector_fingerprint(make_engine()),
+        fingerprint=fingerprint, key_shards=key_shards,
         clickhouse=args.clickhouse or env.get("ABUSE_CLICKHOUSE"),
         state_dir=Path(args.state_dir or env.get("ABUSE_STATE_DIR", "worker-state")),
         checkpoints=_checkpoints(args.checkpoints or env.get("ABUSE_CHECKPOINTS", "kafka")),
@@ -71,8 +80,7 @@ def _worker(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         purge_seconds=float(env.get("ABUSE_PURGE_SECONDS", "60")),
         hook=hook_factory(args, env),
-        stages=_stages(args.stages if args.stages is not None
-                       else env.get("ABUSE_STAGES", "ingest,detect").split(",")),
+        stages=_stages(stages.split(",") if isinstance(stages, str) else stages, key_shards),
         # --detectors picks a detection lane: its own consumer group and checkpoint, so lanes
         # with different detectors run side by side over the same sequenced events
         lane="+".join(sorted(args.detectors)) if args.detectors else "")
@@ -80,14 +88,21 @@ def _worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(config))
 
 
-def _stages(names: list[str]) -> frozenset[str]:
+def _stages(names: list[str] | None, key_shards: int) -> frozenset[str]:
+    """The stages asked for (all that apply by default), checked against ``--key-shards``."""
     from pipeline.worker import STAGES
 
+    if key_shards < 1:
+        raise SystemExit(f"--key-shards / ABUSE_KEY_SHARDS must be 1 or more, not {key_shards}")
+    if names is None:
+        return STAGES if key_shards > 1 else STAGES - {"shard"}
     names = [name.strip() for name in names if name.strip()]
     unknown = sorted(set(names) - STAGES)
     if unknown or not names:
-        raise SystemExit(f"--stages / ABUSE_STAGES takes ingest, detect or both, not "
+        raise SystemExit(f"--stages / ABUSE_STAGES takes ingest, detect and shard, not "
                          f"{','.join(names) or 'nothing'}")
+    if "shard" in names and key_shards < 2:
+        raise SystemExit("the shard stage runs key shards: give --key-shards 2 or more")
     return frozenset(names)
 
 

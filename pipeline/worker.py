@@ -1,7 +1,8 @@
 """``abuse-pipeline worker``: the streaming worker on Kafka (faust-streaming + aiokafka).
 
 Two stages run in every worker process, or one each with ``--stages`` (see
-:mod:`pipeline.sequencing` for why there are two):
+:mod:`pipeline.sequencing` for why there are two), and a third with ``--key-shards``
+(:mod:`pipeline.shard_stage`: the lane's detectors split by key, combined by detect):
 
 - **ingest**, in consumer group ``GROUP``, over the five ``events.*`` topics: validates, sends
   invalid messages to ``events.deadletter`` (raw bytes; ``source`` = topic:partition:offset and
@@ -77,7 +78,7 @@ HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at leas
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
 METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
 END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
-STAGES = frozenset({"ingest", "detect"})
+STAGES = frozenset({"ingest", "detect", "shard"})
 
 
 @dataclass
@@ -105,7 +106,9 @@ class WorkerConfig:
     # restarting, a network blip: not a rebalance of the whole group)
     sink_retry_seconds: float = 60.0
     # a process may run one stage: ingest and detection then use a core each, and scale apart
-    stages: frozenset[str] = STAGES
+    stages: frozenset[str] = frozenset({"ingest", "detect"})
+    # the lane's splittable detectors split by key over this many shards (1: not split)
+    key_shards: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,6 +136,47 @@ class WorkerConfig:
         if self.checkpoints == "file":
             return FileCheckpoints(self.checkpoint_path)
         return KafkaCheckpoints(self.kafka, self.checkpoint_topic, producer)
+
+    # -- key shards (pipeline.shard_stage) --------------------------------------------------
+    @property
+    def split(self) -> bool:
+        return self.key_shards > 1
+
+    @property
+    def parts_topic(self) -> str:
+        """The lane's shards' parts; partition i is shard i (and its lease)."""
+        return f"{self.kafka.topic_prefix}{self.detect_group}.parts"
+
+    @property
+    def shard_group(self) -> str:
+        """The group that shares the shards out (not under ``.detect``: it commits nothing on
+        the sequenced topic, and the topic's trimming reads the groups there)."""
+        lane = self.detect_group[len(f"{self.kafka.group_id}.detect"):]
+        return f"{self.kafka.group_id}.shards{lane}"
+
+    def shard_checkpoint_store(self, index: int, producer: Any) -> CheckpointStore:
+        if self.checkpoints == "file":
+            lane = f".{self.lane}" if self.lane else ""
+            return FileCheckpoints(
+                self.state_dir / f"{self.sequenced_topic}-0{lane}.shard-{index}.checkpoint")
+        return KafkaCheckpoints(self.kafka, self.shard_checkpoint_topic(index), producer)
+
+    def shard_checkpoint_topic(self, index: int) -> str:
+        return f"{self.kafka.topic_prefix}{self.detect_group}.shard-{index}.checkpoints"
+
+    def detect_engine(self) -> Engine:
+        """The lane's engine; with key shards, the combiner of theirs."""
+        engine = self.engine_factory()
+        if not self.split:
+            return engine
+        from pipeline.keyshards import CombineEngine
+
+        return CombineEngine.like(engine, count=self.key_shards, fingerprint=self.fingerprint)
+
+    def shard_engine(self, index: int) -> Engine:
+        from pipeline.keyshards import ShardEngine
+
+        return ShardEngine.like(self.engine_factory(), index=index, count=self.key_shards)
 
 
 CHECKPOINT_SHARE = 0.05  # of the detect stage's time, at most, spent writing checkpoints
@@ -340,6 +384,7 @@ class DetectStage:
         self.fatal: Exception | None = None
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
         self.received_chunks = 0
+        self.parts_consumer = None  # with key shards: their parts topic
 
     async def start(self) -> None:
         """Start the faust app: its group gives this worker the sequenced partition or not."""
@@ -387,7 +432,7 @@ class DetectStage:
     async def acquire(self, tp) -> None:
         """The sequenced partition is ours: restore the checkpoint, open the sinks, seek."""
         async with self.lock:
-            stage = DetectionStage(self.config.engine_factory(), lateness=self.config.lateness,
+            stage = DetectionStage(self.config.detect_engine(), lateness=self.config.lateness,
                                    idle_after=self.config.idle_flush)
             where = self.checkpoints.where
             start = (await self.app.consumer.earliest_offsets(tp))[tp]
@@ -428,6 +473,8 @@ class DetectStage:
             else:
                 log.info("detection starts afresh", extra={"checkpoint": where})
             self.sinks = await self._open_sinks()
+            if self.config.split:
+                await self._open_parts(stage.engine.state.inbox)
             if stage.next_offset != (start if committed is None else committed):
                 # faust starts where its group committed (acked chunks: at most the
                 # checkpoint), or at the start; seek only when that is not the checkpoint
@@ -460,6 +507,43 @@ class DetectStage:
                 log.warning("ClickHouse not available yet, retrying", extra={"error": str(error)})
                 await asyncio.sleep(1.0)
 
+    async def _open_parts(self, inbox) -> None:
+        """Read every shard's partition of the parts topic from where the checkpoint left it
+        (the start, without one)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self.parts_consumer = consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, max_partition_fetch_bytes=SEQUENCED_MAX_BYTES,
+            fetch_max_wait_ms=100,  # each event waits for its shards' parts: keep it short
+            client_id=f"abuse-pipeline-combiner-{os.getpid()}",
+            **self.config.kafka.aiokafka_kwargs())
+        await consumer.start()
+        partitions = [TopicPartition(self.config.parts_topic, i)
+                      for i in range(self.config.key_shards)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            if inbox.positions[tp.partition] >= 0:
+                consumer.seek(tp, inbox.positions[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+
+    async def _read_parts(self, stage: DetectionStage) -> int:
+        """Take what the shards sent; return how many ready events they all covered."""
+        from pipeline.keyshards import decode_batch
+
+        inbox = stage.engine.state.inbox
+        batches = await self.parts_consumer.getmany(timeout_ms=0, max_records=10_000)
+        for tp, records in batches.items():
+            for record in records:
+                batch = decode_batch(record.value)  # a bad message stops detection, said why
+                if batch.shard != tp.partition:
+                    raise ValueError(f"{tp.topic}:{tp.partition}:{record.offset} holds parts "
+                                     f"of shard {batch.shard}")
+                inbox.add(batch, offset=record.offset)
+        covered = max(0, min(len(stage.ready), inbox.through() - stage.released))
+        self.metrics.waiting_for_shards.set(len(stage.ready) - covered)
+        return covered
+
     async def release(self) -> None:
         """Hand the partition over: flush, checkpoint, close the sinks (and chdb's lock)."""
         async with self.lock:
@@ -469,6 +553,9 @@ class DetectStage:
             await self._checkpoint()
             for sink in self.sinks:
                 sink.close()
+            if self.parts_consumer is not None:
+                await self.parts_consumer.stop()
+                self.parts_consumer = None
             self.sinks, self.dead_sink, self.stage = [], None, None
             self.metrics.detect_active.set(0)
             log.info("detection handed over")
@@ -515,7 +602,10 @@ class DetectStage:
             started = time.perf_counter()
             chunks, self.received_chunks = self.received_chunks, 0
             before = stage.released
-            flags = stage.advance(limit=RELEASE_PER_STEP)
+            limit = RELEASE_PER_STEP
+            if self.parts_consumer is not None:  # only what every key shard has covered
+                limit = min(limit, await self._read_parts(stage))
+            flags = stage.advance(limit=limit)
             now = time.monotonic()
             self._emit(flags)
             self._observe(stage, stage.released - before)
@@ -578,7 +668,8 @@ class DetectStage:
         m.duplicates.set(stage.duplicates)
         m.late.set(stage.buffer.late)
         m.watermark.set(max(0.0, stage.watermarks.low()))
-        m.caught_up.set(int(stage.watermarks.all_caught_up() and not len(stage.buffer)))
+        m.caught_up.set(int(stage.watermarks.all_caught_up() and not len(stage.buffer)
+                            and not stage.ready))
         m.detect_received.set(stage.received)
         m.detect_dead.set(stage.dead_lettered)
         for tp in self.app.consumer.assignment():
@@ -631,13 +722,20 @@ class DetectStage:
 
         partition = TopicPartition(self.config.sequenced_topic, 0)
         # faust commits what is acked: for lag dashboards and trimming; the checkpoint is the
-        # truth (a restart seeks to it)
+        # truth (a restart seeks to it). Key shards read the topic too: nothing past where
+        # their own checkpoints resume is acked, so trimming never deletes what they need.
         acked, self.unacked = self.unacked, []
+        if self.config.split:
+            keep = min(stage.engine.state.inbox.checkpointed)
+            acked, self.unacked = ([e for e in acked if e.message.offset < keep],
+                                   [e for e in acked if e.message.offset >= keep])
         for event in acked:
             with contextlib.suppress(Exception):
                 event.ack()
         if time.monotonic() - self.purged_at >= self.config.purge_seconds:
             await self._purge(partition, stage.next_offset)
+            if self.config.split:
+                await self._purge_parts(stage.engine.state.inbox.positions)
 
     async def _purge(self, partition, offset: int) -> None:
         """Delete what every detection lane's checkpoint covers from the internal topic, as
@@ -653,6 +751,19 @@ class DetectStage:
             await self.admin.delete_records({partition: RecordsToDelete(before_offset=offset)})
         except Exception as error:  # the topic keeps growing until retention: say so, go on
             log.warning("could not purge the sequenced topic", extra={"error": repr(error)})
+
+    async def _purge_parts(self, positions: list[int]) -> None:
+        """The parts before the checkpoint's positions are combined: never read again."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import RecordsToDelete
+
+        done = {TopicPartition(self.config.parts_topic, shard): RecordsToDelete(offset)
+                for shard, offset in enumerate(positions) if offset > 0}
+        if done:
+            try:
+                await self.admin.delete_records(done)
+            except Exception as error:
+                log.warning("could not purge the parts topic", extra={"error": repr(error)})
 
     async def _lane_offsets(self, partition) -> dict[str, int | None]:
         """The committed offset of every detection lane of this worker group (None: none)."""
@@ -682,6 +793,28 @@ def ensure_worker_topics(config: WorkerConfig) -> None:
                   configs={"max.message.bytes": str(SEQUENCED_MAX_BYTES)})
     if config.checkpoints == "kafka":
         ensure_topics(kafka, [config.checkpoint_topic], 1, configs=TOPIC_CONFIGS)
+    if config.split:
+        ensure_topics(kafka, [config.parts_topic], config.key_shards)
+        _check_partitions(kafka, config.parts_topic, config.key_shards)
+        if config.checkpoints == "kafka":
+            ensure_topics(kafka, [config.shard_checkpoint_topic(i)
+                                  for i in range(config.key_shards)], 1, configs=TOPIC_CONFIGS)
+
+
+def _check_partitions(kafka: KafkaSettings, topic: str, expected: int) -> None:
+    """A parts topic left by another --key-shards would split the keys another way."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**kafka.client_kwargs())
+    try:
+        found = consumer.partitions_for_topic(topic) or set()
+    finally:
+        consumer.close()
+    if len(found) != expected:
+        raise ValueError(
+            f"{topic} has {len(found)} partitions, but --key-shards is {expected}: every "
+            "worker of a lane needs the same --key-shards; to change it, delete the lane's "
+            "parts topic and checkpoints (detection starts afresh)")
 
 
 async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) -> int:
@@ -701,14 +834,18 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         acks="all", enable_idempotence=True, linger_ms=5, max_request_size=SEQUENCED_MAX_BYTES,
         client_id=f"abuse-pipeline-{os.getpid()}", **config.kafka.aiokafka_kwargs())
     await producer.start()
+    from pipeline.shard_stage import ShardStage
+
     stages = {name: stage(config, producer, metrics) for name, stage in
-              (("ingest", IngestStage), ("detect", DetectStage)) if name in config.stages}
+              (("ingest", IngestStage), ("detect", DetectStage), ("shard", ShardStage))
+              if name in config.stages}
     for stage in stages.values():
         await stage.start()
     log.info("worker started", extra={
         "stages": sorted(stages),
         "bootstrap": config.kafka.bootstrap, "group": config.kafka.group_id,
         "detect_group": config.detect_group, "detectors": config.lane or "all",
+        "key_shards": config.key_shards,
         "sequenced_topic": config.sequenced_topic, "clickhouse": config.clickhouse,
         "metrics": f"http://{config.metrics_host}:{config.metrics_port}/metrics"
         if config.metrics_port else None})

@@ -39,8 +39,26 @@ def test_a_broker_that_cannot_be_reached_is_a_clear_error_for_produce_and_the_wo
 def test_the_worker_refuses_unknown_stages_before_connecting(stages):
     from pipeline.cli import main
 
-    with pytest.raises(SystemExit, match="--stages / ABUSE_STAGES takes ingest, detect or both"):
+    with pytest.raises(SystemExit, match="--stages / ABUSE_STAGES takes ingest, detect and "
+                                         "shard"):
         main(["worker", "--bootstrap", "127.0.0.1:1", "--stages", stages])
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--stages", "shard"], "give --key-shards 2 or more"),
+    (["--key-shards", "0"], "must be 1 or more"),
+    (["--key-shards", "2", "--detectors", "trial_cycling"], "key-shards needs one"),
+])
+def test_the_worker_refuses_key_shards_it_cannot_run_before_connecting(options, message,
+                                                                        capsys):
+    from pipeline.cli import main
+
+    try:
+        code = main(["worker", "--bootstrap", "127.0.0.1:1", *options])
+    except SystemExit as stopped:
+        code = stopped.code
+    assert code != 0
+    assert message in str(code) + capsys.readouterr().err
 
 
 def test_the_faust_app_gets_the_same_brokers_and_security():

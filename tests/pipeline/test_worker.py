@@ -327,6 +327,67 @@ def test_ingest_and_detection_in_separate_processes_give_the_flags_of_replay(
     assert_no_duplicates_in_final(run)
 
 
+def shard_counts(run: Run) -> list[float]:
+    return [metrics(port).get("abuse_key_shards", 0.0) for process, port in run.workers
+            if process.poll() is None]
+
+
+def test_key_shards_shared_by_two_workers_give_the_flags_of_replay(kafka_bootstrap, tmp_path,
+                                                                   traffic):
+    """login_frequency and refund_abuse split by key over 3 shards, which the two workers'
+    group shares out; one worker also combines them with trial_cycling: replay's flags."""
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    for _ in range(2):
+        run.start_worker("--key-shards", "3", "--idle-flush", "10")
+    try:
+        wait_until(lambda: sorted(shard_counts(run)) == [1.0, 2.0], run, timeout=90)
+        produce_file(str(events), run.settings, partitions=6, progress=False)
+        seen = wait_caught_up(run, lines)
+        scored = [metrics(port)["abuse_shard_events_processed_total"]
+                  for _, port in run.workers]
+    finally:
+        run.stop_all()
+    assert seen["abuse_late_events"] == 0 and seen["abuse_detect_waiting_for_shards"] == 0
+    # each shard reads every event; three shards, spread over both workers
+    assert sorted(scored) == [lines, 2 * lines]
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+    on_topic = read_topic(kafka_bootstrap, f"{run.prefix}abuse.flags", expected=len(replay_ids))
+    assert {json.loads(m.value)["flag_id"] for m in on_topic} == replay_ids
+
+
+def test_a_worker_with_key_shards_killed_mid_stream_loses_and_repeats_nothing(
+        kafka_bootstrap, tmp_path, traffic):
+    """kill -9 the worker that combines (and runs shards) mid-stream: the other worker takes
+    over detection and every shard from their checkpoints, and the flags are replay's."""
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    for _ in range(2):
+        run.start_worker("--key-shards", "3", "--checkpoint-seconds", "0.2", "--idle-flush",
+                         "10")
+    wait_until(lambda: sorted(shard_counts(run)) == [1.0, 2.0], run, timeout=90)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    try:
+        [(victim, port)] = [(p, port) for p, port in run.workers
+                            if metrics(port).get("abuse_detect_active") == 1]
+        processed, deadline = 0.0, time.monotonic() + 120
+        while processed < lines * 0.3 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                processed = metrics(port).get("abuse_events_processed_total", 0.0)
+            time.sleep(0.02)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed}"
+        wait_until(lambda: shard_counts(run) == [3.0], run, timeout=90)  # all moved over
+        wait_caught_up(run, lines)
+    finally:
+        run.stop_all()
+    assert "detection resumed from checkpoint" in run.logs()
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+
+
 def lane_caught_up(seen: dict[str, float], lines: int) -> bool:
     return (seen.get("abuse_detect_active") == 1 and seen.get("abuse_caught_up") == 1
             and seen.get("abuse_detect_received_events", 0) >= lines)
