@@ -96,4 +96,6 @@ class WorkerMetrics:
             "buffered": int(self.buffered._value.get()),
             "detect_active": bool(self.detect_active._value.get()),
             "caught_up": bool(self.caught_up._value.get()),
+            "key_shards": int(self.key_shards._value.get()),
+            "waiting_for_shards": int(self.waiting_for_shards._value.get()),
         }

@@ -168,6 +168,7 @@ class ShardStage:
         self.config, self.producer, self.metrics = config, producer, metrics
         self.runners: dict[int, ShardRunner] = {}
         self.consumer = None
+        self.fatal: BaseException | None = None  # a shard that could not start
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -185,7 +186,11 @@ class ShardStage:
                 for tp in sorted(assigned):
                     runner = ShardRunner(stage.config, tp.partition, stage.producer,
                                          stage.metrics)
-                    await runner.start()
+                    try:
+                        await runner.start()
+                    except Exception as error:  # holding a lease it cannot run would stall
+                        stage.fatal = error     # detection: stop, and the group moves it
+                        return
                     stage.runners[tp.partition] = runner
 
         self.consumer = AIOKafkaConsumer(
@@ -197,6 +202,8 @@ class ShardStage:
         await self.consumer.start()
 
     async def step(self) -> int:
+        if self.fatal is not None:
+            raise RuntimeError(f"a key shard could not start: {self.fatal}") from self.fatal
         for runner in self.runners.values():
             if (error := runner.failure()) is not None:
                 raise RuntimeError(f"key shard {runner.index} failed: {error!r}") from error

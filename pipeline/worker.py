@@ -76,6 +76,7 @@ MAX_BUFFERED = 50_000  # events held for the watermark before detection stops re
 RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes and metrics fresh
 HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
+SHARDS_WAIT_WARNING = 30.0  # s without progress from the key shards before a warning
 METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
 END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
 STAGES = frozenset({"ingest", "detect", "shard"})
@@ -385,6 +386,7 @@ class DetectStage:
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
         self.received_chunks = 0
         self.parts_consumer = None  # with key shards: their parts topic
+        self.shards_waited_since = time.monotonic()
 
     async def start(self) -> None:
         """Start the faust app: its group gives this worker the sequenced partition or not."""
@@ -542,6 +544,14 @@ class DetectStage:
                 inbox.add(batch, offset=record.offset)
         covered = max(0, min(len(stage.ready), inbox.through() - stage.released))
         self.metrics.waiting_for_shards.set(len(stage.ready) - covered)
+        now = time.monotonic()
+        if covered or not stage.ready:
+            self.shards_waited_since = now
+        elif now - self.shards_waited_since >= SHARDS_WAIT_WARNING:
+            self.shards_waited_since = now
+            log.warning("detection is waiting for key shards", extra={
+                "events": len(stage.ready), "shard_progress": inbox.progress,
+                "hint": "is a worker running the shard stage with the same --key-shards?"})
         return covered
 
     async def release(self) -> None:

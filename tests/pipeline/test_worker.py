@@ -357,6 +357,27 @@ def test_key_shards_shared_by_two_workers_give_the_flags_of_replay(kafka_bootstr
     assert {json.loads(m.value)["flag_id"] for m in on_topic} == replay_ids
 
 
+def test_detection_waits_for_key_shards_that_another_process_runs(kafka_bootstrap, tmp_path,
+                                                                  traffic):
+    """Stages apart: detection alone processes nothing (its events wait for their parts, and
+    say so); a process running only the shards lets it through, with replay's flags."""
+    events, replay_ids, lines = traffic
+    run = Run(kafka_bootstrap, tmp_path)
+    produce_file(str(events), run.settings, partitions=6, progress=False)
+    _, port = run.start_worker("--key-shards", "2", "--stages", "ingest,detect")
+    try:
+        wait_until(lambda: metrics(port).get("abuse_detect_waiting_for_shards", 0) > 0, run,
+                   timeout=90)
+        assert metrics(port).get("abuse_events_processed_total", 0) == 0
+        _, shards = run.start_worker("--key-shards", "2", "--stages", "shard")
+        seen = wait_caught_up(run, lines)
+        assert metrics(shards)["abuse_key_shards"] == 2 and seen["abuse_key_shards"] == 0
+    finally:
+        run.stop_all()
+    assert flag_ids_in_clickhouse(run) == replay_ids
+    assert_no_duplicates_in_final(run)
+
+
 def test_a_worker_with_key_shards_killed_mid_stream_loses_and_repeats_nothing(
         kafka_bootstrap, tmp_path, traffic):
     """kill -9 the worker that combines (and runs shards) mid-stream: the other worker takes
