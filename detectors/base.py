@@ -35,6 +35,7 @@ __all__ = [
     "merge",
     "new_profile",
     "probe",
+    "score_and_learn",
     "step",
     "update_profile",
 ]
@@ -311,16 +312,23 @@ def step(detector: Detector, states: dict[str, Any], obs: Observation) -> Verdic
         return None
     verdicts = []
     for key in keys:
-        state = states.get(key)
-        if state is None:
-            state = states[key] = detector.new_state(key)
-        verdict = detector.score_one(state, obs)
-        detector.learn_one(state, obs, verdict)
+        verdict = score_and_learn(detector, states, key, obs)
         if verdict is not None:
             verdicts.append(verdict)
     if not verdicts:
         return None
     return detector.combine(obs, verdicts + probe(detector, states, obs, verdicts))
+
+
+def score_and_learn(detector: Detector, states: dict[str, Any], key: str,
+                    obs: Observation) -> Verdict | None:
+    """One key of one observation: its state (new if unseen) scored, then learned from."""
+    state = states.get(key)
+    if state is None:
+        state = states[key] = detector.new_state(key)
+    verdict = detector.score_one(state, obs)
+    detector.learn_one(state, obs, verdict)
+    return verdict
 
 
 def probe(detector: Detector, states: dict[str, Any], obs: Observation,

@@ -50,7 +50,7 @@ from typing import Any
 
 import msgspec
 
-from detectors.base import Detector, DetectorBase, Observation, Verdict
+from detectors.base import Detector, DetectorBase, Observation, Verdict, score_and_learn
 from pipeline.engine import Engine, EngineState
 
 __all__ = [
@@ -95,38 +95,31 @@ class Part(msgspec.Struct, frozen=True, array_like=True):
 
 class PartsBatch(msgspec.Struct, array_like=True, kw_only=True):
     """One shard's message on the parts topic: every part it found for the events
-    ``since < seq <= through`` (none is a message too: it says the shard got that far), and
-    the sequenced offset its latest checkpoint resumes from (the combiner lets the sequenced
-    topic be trimmed only up to there)."""
+    ``since < seq <= through`` (none is a message too: it says the shard got that far)."""
 
     shard: int
     count: int
     fingerprint: str  # the detectors' and settings': a combiner only takes its own shards'
     since: int
     through: int
-    checkpointed: int = -1  # -1: no checkpoint yet
     parts: list[Part] = []
 
 
-_batch_encoder = msgspec.msgpack.Encoder()
-_batch_decoder = msgspec.msgpack.Decoder(PartsBatch)
-
-
 def encode_batch(batch: PartsBatch) -> bytes:
-    return _batch_encoder.encode(batch)
+    return msgspec.msgpack.encode(batch)
 
 
 def decode_batch(raw: bytes) -> PartsBatch:
-    return _batch_decoder.decode(raw)
+    return msgspec.msgpack.decode(raw, type=PartsBatch)
 
 
 class PartsInbox:
     """The combiner's side of the parts topic (checkpointed with the combiner's state).
 
     ``progress[i]``: shard ``i`` has covered every event up to this ``seq``; ``positions[i]``:
-    the next offset to read of its partition (-1: from the start); ``checkpointed[i]``: where
-    its latest checkpoint resumes on the sequenced topic. A shard that restarts from its
-    checkpoint sends what follows it again: what the inbox has already covered is dropped.
+    the next offset to read of its partition (-1: from the start). A shard that restarts from
+    its checkpoint sends what follows it again: what the inbox has already covered is
+    dropped.
 
     >>> inbox = PartsInbox(2, "fp")
     >>> inbox.add(PartsBatch(shard=0, count=2, fingerprint="fp", since=0, through=5), offset=0)
@@ -142,7 +135,6 @@ class PartsInbox:
         self.fingerprint = fingerprint
         self.progress = [0] * count
         self.positions = [-1] * count
-        self.checkpointed = [-1] * count
         self.pending: dict[int, list[Part]] = {}
 
     def add(self, batch: PartsBatch, *, offset: int) -> None:
@@ -167,7 +159,6 @@ class PartsInbox:
                 self.pending.setdefault(part.seq, []).append(part)
         self.progress[shard] = max(covered, batch.through)
         self.positions[shard] = offset + 1
-        self.checkpointed[shard] = batch.checkpointed
 
     def through(self) -> int:
         """Every shard has covered the events up to this ``seq``."""
@@ -214,11 +205,7 @@ class ShardEngine(Engine):
         for position, key in enumerate(detector.keys(obs)):
             if shard_of(key, self.count) != self.index:
                 continue
-            state = states.get(key)
-            if state is None:
-                state = states[key] = detector.new_state(key)
-            verdict = detector.score_one(state, obs)
-            detector.learn_one(state, obs, verdict)
+            verdict = score_and_learn(detector, states, key, obs)
             if verdict is not None:
                 self._parts.append(Part(obs.seq, obs.event.event_id, detector.name, position,
                                         key, verdict))

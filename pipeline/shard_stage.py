@@ -52,7 +52,6 @@ class ShardRunner:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.sent_through = 0  # the last seq a batch on the topic covers
-        self.checkpointed = -1  # the sequenced offset the latest checkpoint resumes from
         self.pending_sends: list[Any] = []
         self.last_checkpoint = time.monotonic()
 
@@ -66,7 +65,8 @@ class ShardRunner:
                                idle_after=config.idle_flush)
         tp = TopicPartition(config.sequenced_topic, 0)
         self.consumer = consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, max_partition_fetch_bytes=SEQUENCED_MAX_BYTES * 2,
+            group_id=config.shard_commit_group(self.index), enable_auto_commit=False,
+            max_partition_fetch_bytes=SEQUENCED_MAX_BYTES * 2,
             fetch_max_bytes=SEQUENCED_MAX_BYTES * 4, fetch_max_wait_ms=100,
             client_id=f"abuse-pipeline-shard{self.index}-{os.getpid()}",
             **config.kafka.aiokafka_kwargs())
@@ -81,7 +81,6 @@ class ShardRunner:
                     f"key shard {self.index}'s checkpoint resumes at offset {stage.next_offset}"
                     f", but {tp.topic} starts at offset {start}: the events between were "
                     "deleted; the shard cannot catch up")
-            self.checkpointed = stage.next_offset
         else:
             stage.next_offset = start  # where the lane's detection starts afresh too
         self.sent_through = stage.released
@@ -115,25 +114,25 @@ class ShardRunner:
         if time.monotonic() - self.last_checkpoint >= self.config.checkpoint_seconds:
             await self.checkpoint()
 
-    async def _send(self, parts: list, *, always: bool = False) -> None:
+    async def _send(self, parts: list) -> None:
         stage = self.stage
-        if stage.released == self.sent_through and not always:
+        if stage.released == self.sent_through:
             return
         batch = PartsBatch(shard=self.index, count=self.config.key_shards,
                            fingerprint=self.config.fingerprint, since=self.sent_through,
-                           through=stage.released, checkpointed=self.checkpointed, parts=parts)
+                           through=stage.released, parts=parts)
         self.pending_sends.append(await self.producer.send(
             self.config.parts_topic, encode_batch(batch), partition=self.index))
         self.sent_through = stage.released
 
     async def checkpoint(self) -> None:
-        """Parts on the topic first, then the checkpoint that covers them; then say so."""
+        """Parts on the topic first, then the checkpoint that covers them; then the offset it
+        resumes from, committed, so that the sequenced topic is trimmed only up to there."""
         sends, self.pending_sends = self.pending_sends, []
         await asyncio.gather(*sends)
         await self.checkpoints.save(self.stage.snapshot(self.fingerprint))
-        self.checkpointed = self.stage.next_offset
         self.last_checkpoint = time.monotonic()
-        await self._send([], always=True)  # the combiner may now let the topic go up to here
+        await self.consumer.commit({self.tp: self.stage.next_offset})
 
     async def stop(self) -> None:
         """Hand the shard over: finish the step under way, checkpoint what was processed (not

@@ -162,6 +162,11 @@ class WorkerConfig:
                 self.state_dir / f"{self.sequenced_topic}-0{lane}.shard-{index}.checkpoint")
         return KafkaCheckpoints(self.kafka, self.shard_checkpoint_topic(index), producer)
 
+    def shard_commit_group(self, index: int) -> str:
+        """Where shard ``index`` commits the sequenced offset its checkpoint resumes from:
+        under ``.detect``, so the topic is trimmed only up to there."""
+        return f"{self.detect_group}.shard-{index}"
+
     def shard_checkpoint_topic(self, index: int) -> str:
         return f"{self.kafka.topic_prefix}{self.detect_group}.shard-{index}.checkpoints"
 
@@ -732,13 +737,8 @@ class DetectStage:
 
         partition = TopicPartition(self.config.sequenced_topic, 0)
         # faust commits what is acked: for lag dashboards and trimming; the checkpoint is the
-        # truth (a restart seeks to it). Key shards read the topic too: nothing past where
-        # their own checkpoints resume is acked, so trimming never deletes what they need.
+        # truth (a restart seeks to it)
         acked, self.unacked = self.unacked, []
-        if self.config.split:
-            keep = min(stage.engine.state.inbox.checkpointed)
-            acked, self.unacked = ([e for e in acked if e.message.offset < keep],
-                                   [e for e in acked if e.message.offset >= keep])
         for event in acked:
             with contextlib.suppress(Exception):
                 event.ack()
@@ -776,7 +776,9 @@ class DetectStage:
                 log.warning("could not purge the parts topic", extra={"error": repr(error)})
 
     async def _lane_offsets(self, partition) -> dict[str, int | None]:
-        """The committed offset of every detection lane of this worker group (None: none)."""
+        """The committed offset of every detection lane of this worker group, and of every
+        key shard (``GROUP.detect[.NAMES].shard-I``: where its checkpoint resumes) (None:
+        none)."""
         from aiokafka import TopicPartition
 
         partition = TopicPartition(partition.topic, partition.partition)

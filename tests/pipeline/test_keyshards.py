@@ -109,10 +109,10 @@ def test_parts_given_with_another_event_are_refused():
         combiner.process(failures[0], 0, parts=parts[:1])
 
 
-def batch(shard, since, through, *parts, count=2, fingerprint="fp", checkpointed=-1):
+def batch(shard, since, through, *parts, count=2, fingerprint="fp"):
     return decode_batch(encode_batch(PartsBatch(
         shard=shard, count=count, fingerprint=fingerprint, since=since, through=through,
-        checkpointed=checkpointed, parts=list(parts))))
+        parts=list(parts))))
 
 
 def part(seq, key="acct:a1", position=0):
@@ -127,11 +127,10 @@ def test_the_inbox_takes_each_part_once_and_waits_for_every_shard():
     inbox.add(batch(1, 0, 3, part(2, "ip:x", 1)), offset=0)
     assert inbox.through() == 3
     # shard 0 restarted from a checkpoint at event 1: what it sends again is dropped
-    inbox.add(batch(0, 1, 6, part(2), part(4), part(6), checkpointed=17), offset=1)
+    inbox.add(batch(0, 1, 6, part(2), part(4), part(6)), offset=1)
     assert [p.key for p in inbox.take(2)] == ["acct:a1", "ip:x"]
     assert [p.seq for p in inbox.take(4)] == [4] and [p.seq for p in inbox.take(6)] == [6]
     assert inbox.take(5) == [] and inbox.positions == [2, 1]
-    assert inbox.checkpointed == [17, -1]
     # the verdict crossed the wire whole (tuples in evidence come back as lists, as in JSON)
     assert inbox.pending == {} and part(2).verdict.reasons == ("why",)
 

@@ -327,6 +327,18 @@ def test_ingest_and_detection_in_separate_processes_give_the_flags_of_replay(
     assert_no_duplicates_in_final(run)
 
 
+def kill_mid_stream(process: subprocess.Popen, port: int, lines: int) -> None:
+    """kill -9 the worker once it has processed 30 % of the events, before it is done."""
+    processed, deadline = 0.0, time.monotonic() + 120
+    while processed < lines * 0.3 and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            processed = metrics(port).get("abuse_events_processed_total", 0.0)
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed} of {lines}"
+
+
 def shard_counts(run: Run) -> list[float]:
     return [metrics(port).get("abuse_key_shards", 0.0) for process, port in run.workers
             if process.poll() is None]
@@ -339,15 +351,20 @@ def test_key_shards_shared_by_two_workers_give_the_flags_of_replay(kafka_bootstr
     events, replay_ids, lines = traffic
     run = Run(kafka_bootstrap, tmp_path)
     for _ in range(2):
-        run.start_worker("--key-shards", "3", "--idle-flush", "10")
+        run.start_worker("--key-shards", "3", "--idle-flush", "10", "--checkpoint-seconds",
+                         "0.5", env={"ABUSE_PURGE_SECONDS": "0.5"})
     try:
         wait_until(lambda: sorted(shard_counts(run)) == [1.0, 2.0], run, timeout=90)
         produce_file(str(events), run.settings, partitions=6, progress=False)
         seen = wait_caught_up(run, lines)
         scored = [metrics(port)["abuse_shard_events_processed_total"]
                   for _, port in run.workers]
+        time.sleep(2.0)  # a few more checkpoint and purge rounds
     finally:
         run.stop_all()
+    # the sequenced topic was trimmed, but never past where a shard's checkpoint resumes
+    commits, start = sequenced_commits(run, [f"{run.group}.detect.shard-{i}" for i in range(3)])
+    assert 0 < start <= min(commits.values()), (start, commits)
     assert seen["abuse_late_events"] == 0 and seen["abuse_detect_waiting_for_shards"] == 0
     # each shard reads every event; three shards, spread over both workers
     assert sorted(scored) == [lines, 2 * lines]
@@ -392,14 +409,7 @@ def test_a_worker_with_key_shards_killed_mid_stream_loses_and_repeats_nothing(
     try:
         [(victim, port)] = [(p, port) for p, port in run.workers
                             if metrics(port).get("abuse_detect_active") == 1]
-        processed, deadline = 0.0, time.monotonic() + 120
-        while processed < lines * 0.3 and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                processed = metrics(port).get("abuse_events_processed_total", 0.0)
-            time.sleep(0.02)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
-        assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed}"
+        kill_mid_stream(victim, port, lines)
         wait_until(lambda: shard_counts(run) == [3.0], run, timeout=90)  # all moved over
         wait_caught_up(run, lines)
     finally:
@@ -407,6 +417,31 @@ def test_a_worker_with_key_shards_killed_mid_stream_loses_and_repeats_nothing(
     assert "detection resumed from checkpoint" in run.logs()
     assert flag_ids_in_clickhouse(run) == replay_ids
     assert_no_duplicates_in_final(run)
+
+
+def sequenced_commits(run: Run, groups: list[str]) -> tuple[dict[str, int], int]:
+    """The offsets ``groups`` committed on the sequenced topic, and where the topic starts."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from kafka import KafkaConsumer
+
+    sequenced = TopicPartition(f"{run.prefix}{run.group}.sequenced", 0)
+
+    async def committed() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap)
+        await admin.start()
+        try:
+            return {group: (await admin.list_consumer_group_offsets(
+                group, partitions=[sequenced]))[sequenced].offset for group in groups}
+        finally:
+            await admin.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=run.bootstrap)
+    try:
+        start = consumer.beginning_offsets([sequenced])[sequenced]
+    finally:
+        consumer.close()
+    return asyncio.run(committed()), start
 
 
 def lane_caught_up(seen: dict[str, float], lines: int) -> bool:
@@ -419,11 +454,7 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
     """Two workers, each its own lane of detectors (and its own chdb file: chdb is one process
     per path): together they give replay's flags, and the sequenced topic is trimmed only up
     to what both lanes have checkpointed."""
-    import asyncio
 
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-    from kafka import KafkaConsumer
 
     events, replay_ids, lines = traffic
     run = Run(kafka_bootstrap, tmp_path)
@@ -452,25 +483,8 @@ def test_detection_lanes_side_by_side_give_the_flags_of_replay(kafka_bootstrap, 
     on_topic = read_topic(kafka_bootstrap, f"{run.prefix}abuse.flags", expected=len(replay_ids))
     assert {json.loads(m.value)["flag_id"] for m in on_topic} == replay_ids
 
-    sequenced = TopicPartition(f"{run.prefix}{run.group}.sequenced", 0)
-
-    async def committed() -> dict[str, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            return {group: (await admin.list_consumer_group_offsets(
-                group, partitions=[sequenced]))[sequenced].offset
-                for group in (f"{run.group}.detect.trial_cycling",
-                              f"{run.group}.detect.login_frequency-refund_abuse")}
-        finally:
-            await admin.close()
-
-    commits = asyncio.run(committed())
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
-    try:
-        start = consumer.beginning_offsets([sequenced])[sequenced]
-    finally:
-        consumer.close()
+    commits, start = sequenced_commits(run, [f"{run.group}.detect.trial_cycling",
+                                             f"{run.group}.detect.login_frequency-refund_abuse"])
     assert 0 < start <= min(commits.values()), (start, commits)
 
 
@@ -485,14 +499,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     run = Run(kafka_bootstrap, tmp_path)
     produce_file(str(events), run.settings, partitions=6, progress=False)
     process, port = run.start_worker("--checkpoint-seconds", "0.2", "--checkpoints", checkpoints)
-    processed, deadline = 0.0, time.monotonic() + 120
-    while processed < lines * 0.3 and time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            processed = metrics(port).get("abuse_events_processed_total", 0.0)
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert lines * 0.3 <= processed < lines, f"not killed mid-stream: {processed} of {lines}"
+    kill_mid_stream(process, port, lines)
     # (faust's data directory is there either way: nothing of it is needed to take over)
     assert any(run.state.glob("*.checkpoint")) == (checkpoints == "file")
 
