@@ -819,7 +819,10 @@ def _check_partitions(kafka: KafkaSettings, topic: str, expected: int) -> None:
 
     consumer = KafkaConsumer(**kafka.client_kwargs())
     try:
-        found = consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + 10  # a topic just created may not be known everywhere
+        while not (found := consumer.partitions_for_topic(topic) or set()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         consumer.close()
     if len(found) != expected:

@@ -419,6 +419,20 @@ def test_a_worker_with_key_shards_killed_mid_stream_loses_and_repeats_nothing(
     assert_no_duplicates_in_final(run)
 
 
+def test_a_worker_refuses_a_parts_topic_split_another_way(kafka_bootstrap, tmp_path):
+    """A lane's parts topic has one partition per shard: another --key-shards would put the
+    keys on other shards than their checkpoints hold."""
+    from pipeline.produce import ensure_topics
+    from pipeline.worker import WorkerConfig, ensure_worker_topics
+
+    run = Run(kafka_bootstrap, tmp_path)
+    config = WorkerConfig(kafka=run.settings, engine_factory=lambda: None, fingerprint="",
+                          key_shards=2)
+    ensure_topics(run.settings, [config.parts_topic], 3)
+    with pytest.raises(ValueError, match="has 3 partitions, but --key-shards is 2"):
+        ensure_worker_topics(config)
+
+
 def sequenced_commits(run: Run, groups: list[str]) -> tuple[dict[str, int], int]:
     """The offsets ``groups`` committed on the sequenced topic, and where the topic starts."""
     from aiokafka import TopicPartition
