@@ -77,6 +77,7 @@ RELEASE_PER_STEP = 10_000  # events per detect step: short steps keep flushes an
 HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at least this often
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
 SHARDS_WAIT_WARNING = 30.0  # s without progress from the key shards before a warning
+STALL_WARNING = 60.0  # s without the next sequenced record, later ones there, before a warning
 METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
 END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
 STAGES = frozenset({"ingest", "detect", "shard"})
@@ -390,6 +391,8 @@ class DetectStage:
         self.fatal: Exception | None = None
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
         self.received_chunks = 0
+        self.out_of_turn = 0  # sequenced records dropped to be read in turn (see receive)
+        self.stall = (-1, time.monotonic())  # the next offset, and since when it is awaited
         self.parts_consumer = None  # with key shards: their parts topic
         self.shards_waited_since = time.monotonic()
 
@@ -482,11 +485,12 @@ class DetectStage:
             self.sinks = await self._open_sinks()
             if self.config.split:
                 await self._open_parts(stage.engine.state.inbox)
-            if stage.next_offset != (start if committed is None else committed):
+            if stage.next_offset < (start if committed is None else committed):
                 # faust starts where its group committed (acked chunks: at most the
-                # checkpoint), or at the start; seek only when that is not the checkpoint
-                # (seeking while faust's fetcher holds records can crash it: step() then stops
-                # the worker)
+                # checkpoint, behind it by up to a commit interval), or at the start; what it
+                # delivers before the checkpoint is dropped (receive). Seek only to go back:
+                # seeking while faust's fetcher holds records can crash it (a takeover did,
+                # in a test), and step() then stops the worker.
                 await self.app.consumer.seek(tp, stage.next_offset)
             self.unacked = []
             self.stage = stage
@@ -589,8 +593,14 @@ class DetectStage:
         """One chunk from the agent; detection runs when ``step`` next comes round."""
         async with self.lock:
             stage, record = self.stage, event.message
-            if stage is None or record.offset < stage.next_offset:
-                return  # not ours (anymore), or fetched before a seek
+            if stage is None or record.offset != stage.next_offset:
+                # Not ours (anymore), or out of turn: fetched before a rebalance or a seek,
+                # and delivered after. A record past the next one must wait too: the agent
+                # may still hold chunks fetched before the partition came back to us, with
+                # the ones before them dropped while it was away; taking it would skip those
+                # when the consumer, reset to the checkpoint, delivers them again.
+                self.out_of_turn += 1
+                return
             self._feed(stage, record)
             stage.next_offset = record.offset + 1
             self.received_chunks += 1
@@ -692,6 +702,18 @@ class DetectStage:
                 end = self.app.consumer.highwater(tp)
                 if end is not None:
                     m.lag.labels("detect").set(max(0, end - stage.next_offset))
+                    self._watch_stall(stage.next_offset, end)
+
+    def _watch_stall(self, offset: int, end: int) -> None:
+        """Say so when the next record of the sequenced topic does not come for a minute
+        while later ones exist (records out of turn are dropped until it comes)."""
+        now = time.monotonic()
+        if offset >= end or offset != self.stall[0]:
+            self.stall = (offset, now)
+        elif now - self.stall[1] >= STALL_WARNING:
+            self.stall = (offset, now)
+            log.warning("detection waits for a record of the sequenced topic", extra={
+                "offset": offset, "end": end, "out_of_turn": self.out_of_turn})
 
     async def _flush(self) -> None:
         """Sinks first, then the flags topic: everything before the offset we checkpoint."""
