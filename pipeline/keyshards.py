@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -212,12 +213,11 @@ class ShardEngine(Engine):
         return None  # the combiner combines
 
 
+@dataclass
 class CombineState(EngineState):
     """The engine's state and the parts not yet combined."""
 
-    def __init__(self, inbox: PartsInbox | None = None, **fields: Any) -> None:
-        super().__init__(**fields)
-        self.inbox = inbox
+    inbox: PartsInbox | None = None
 
 
 class CombineEngine(Engine):
@@ -227,7 +227,7 @@ class CombineEngine(Engine):
 
     def __init__(self, detectors: Sequence[Detector], *, split: Iterable[str],
                  inbox: PartsInbox | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("state", CombineState(inbox))
+        kwargs.setdefault("state", CombineState(inbox=inbox))
         super().__init__(detectors, **kwargs)
         self.split = frozenset(split)
         unknown = self.split - {d.name for d in self.detectors}

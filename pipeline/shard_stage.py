@@ -18,7 +18,6 @@ combiner drops what it already has.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -102,8 +101,12 @@ class ShardRunner:
         stage = self.stage
         batch = await self.consumer.getmany(self.tp, timeout_ms=200, max_records=50)
         for record in batch.get(self.tp, []):
-            with contextlib.suppress(Exception):  # undecodable: the combiner dead-letters it
-                stage.feed(decode_chunk(record.value))
+            try:
+                chunk = decode_chunk(record.value)
+            except Exception:  # undecodable: the combiner dead-letters it, and skips it too
+                chunk = None
+            if chunk is not None:
+                stage.feed(chunk)  # anything wrong here stops the shard, and says why
             stage.next_offset = record.offset + 1
         while stage.ready:
             since = stage.released
