@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.keyshards import PartsBatch, encode_batch
 from pipeline.sequencing import DetectionStage, decode_chunk
+from pipeline.worker import SEQUENCED_MAX_BYTES, checkpoint_interval
 
 if TYPE_CHECKING:
     from pipeline.metrics import WorkerMetrics
@@ -53,11 +54,10 @@ class ShardRunner:
         self.sent_through = 0  # the last seq a batch on the topic covers
         self.pending_sends: list[Any] = []
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_took = 0.0  # s: snapshots of a large state are taken less often
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from pipeline.worker import SEQUENCED_MAX_BYTES
 
         config = self.config
         stage = DetectionStage(config.shard_engine(self.index), lateness=config.lateness,
@@ -114,7 +114,8 @@ class ShardRunner:
             self.metrics.shard_events.inc(stage.released - since)
             await self._send(parts)
             await asyncio.sleep(0)  # the rest of the worker goes on meanwhile
-        if time.monotonic() - self.last_checkpoint >= self.config.checkpoint_seconds:
+        if time.monotonic() - self.last_checkpoint >= checkpoint_interval(
+                self.config.checkpoint_seconds, self.checkpoint_took):
             await self.checkpoint()
 
     async def _send(self, parts: list) -> None:
@@ -133,8 +134,10 @@ class ShardRunner:
         resumes from, committed, so that the sequenced topic is trimmed only up to there."""
         sends, self.pending_sends = self.pending_sends, []
         await asyncio.gather(*sends)
+        started = time.monotonic()
         await self.checkpoints.save(self.stage.snapshot(self.fingerprint))
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_took = self.last_checkpoint - started
         await self.consumer.commit({self.tp: self.stage.next_offset})
 
     async def stop(self) -> None:
