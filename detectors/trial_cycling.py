@@ -15,9 +15,10 @@ combined strength is the score. Disposable email domains on both sides make netw
 Numbered addresses are read as a series: ``agreen1``, ``agreen2``, ``agreen5`` count up one name
 (numbers within a few of each other), where strangers who share a name pick numbers far apart.
 A series of a distinctive name at one free-mail provider is a link on its own; at a company or a
-university (which number their namesakes) or on a short name it needs another link. Accounts
-linked only weakly (a name, an IP) are not ring members, but add one piece of evidence, and join
-the ring when they also share a key with one of its members (a closed triangle).
+university (which number their namesakes) or on a short name it needs another link; one hop
+on, a ring member's series stands as it stood at the member's own signup. Accounts linked only
+weakly (a name, an IP) are not ring members, but add one piece of evidence, and join the ring
+when they also share a key with one of its members (a closed triangle).
 
 Examples
 --------
@@ -324,6 +325,7 @@ class TrialCycling(DetectorBase):
             for key in their_keys[account]:
                 owners.setdefault(key, []).append(account)
         pairs: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        standalone: set[tuple[str, str]] = set()  # pairs in a series that stands on its own
         for verdict in verdicts:
             evidence = verdict.evidence
             if evidence["hop"] != 2:
@@ -333,17 +335,23 @@ class TrialCycling(DetectorBase):
             if kind == "stem":
                 strength = min(strength, PLAIN_STEM_STRENGTH)
             for member in owners.get(evidence["key"], ()):
-                in_series = (_series(_keys_number(their_keys[member]), evidence["candidates"])
-                             if kind == "stem" else set())
+                in_series, alone = set(), set()
+                if kind == "stem":
+                    own = _keys_mailbox(their_keys[member])
+                    in_series = _series(_address_number(own), evidence["candidates"])
+                    alone = _standalone(evidence, in_series, own)
                 for account, _, _ in evidence["candidates"]:
                     if account != member and account != obs.account_id:
                         link = (_series_strength(evidence, len(in_series))
                                 if account in in_series else strength)
                         pairs.setdefault((member, account), []).append((kind, link))
+                        if account in alone:
+                            standalone.add((member, account))
         via: dict[str, float] = {}
         for (member, account), parts in pairs.items():
-            # a member's namesake is not this signup's: one hop on, a series needs another link
-            linked = self._link(parts, False, False)
+            # one hop on, a series stands alone only where it would have at the member's own
+            # signup: a namesake of the member's is not one of this signup's
+            linked = self._link(parts, False, (member, account) in standalone)
             if linked is not None:
                 via[account] = max(via.get(account, 0.0), min(ring[member], linked))
         return via

@@ -207,6 +207,18 @@ class TestRings:
                      for i, n in enumerate((1, 2, 4, 5))]
         assert flagged(replay(scattered)) == set()
 
+    def test_a_device_shared_with_a_member_of_a_numbered_series_joins_it(self):
+        # mia.muller4..6 count up at gmail (a ring on their own); a later account with another
+        # name shares only mia.muller6's device: one hop on, the series still stands.
+        series = [signup(f"mm-{n}", i * 30 * HOUR, email=f"mia.muller{n}@gmail.com",
+                         ip=f"{66 + 40 * i}.{128 + i}.{236 - 9 * i}.{10 + i}", device=f"d-mm{i}")
+                  for i, n in enumerate((4, 5, 6))]
+        mate = signup("mate", 120 * HOUR, email="richardchen89@outlook.com", ip="24.184.46.220",
+                      device="d-mm2")
+        flags = replay([*series, mate, *BYSTANDERS])
+        assert flagged(flags) == {"mm-4", "mm-5", "mm-6", "mate"}
+        assert {"mm-4", "mm-5", "mm-6"} <= set(flags["mate"][-1].related_accounts)
+
     def test_an_account_weakly_linked_to_two_ring_members_joins_the_ring(self):
         # "solo" shares only a name with ring member dev-2 (not a series: 90 and 6) and, later,
         # only an IP with the signup that flags the ring: two weak links closing a triangle.
