@@ -632,23 +632,32 @@ class LoginFrequency(DetectorBase):
         state.reported = {a: t for a, t in state.reported.items() if t >= since}
 
     def _learn_unseen(self, state: StrangerState, obs: Observation) -> None:
-        """No owner to compare with yet: a failure waits for the owner's first login."""
+        """No owner to compare with yet: a failure waits for the owner's first login, unless
+        a second device fails too (rotating fingerprints, as for a known owner: not one owner
+        on a new device), which the live count takes at once."""
         event = obs.event
         account = event.account_id
         unseen = state.unseen
+        since = obs.t - self._slow_seconds
         if not event.success:
-            if account not in unseen:
+            failure = unseen.get(account)
+            if failure is None:
                 if len(unseen) >= state.MAX_PENDING:
                     del unseen[next(iter(unseen))]
                 unseen[account] = StrangerFailure(obs.t, event.device_id, True, False,
                                                   event.country)
+            elif failure.device != event.device_id and failure.t >= since \
+                    and account not in state.pending:
+                _hold(state, account, failure)
             return
         failure = unseen.pop(account, None)
-        if failure is not None and failure.t >= obs.t - self._slow_seconds \
-                and _elsewhere(failure, event):
+        if failure is None:
+            return
+        if failure.t >= since and _elsewhere(failure, event):
             # a stranger's failure inside the window: the live count takes it, in time order
-            state.pending = dict(sorted({**state.pending, account: failure}.items(),
-                                        key=lambda item: item[1].t))
+            _hold(state, account, failure)
+        else:  # the owner, from where the failures came: they were the owner's
+            state.pending.pop(account, None)
 
     def _remember_attack(self, state: StrangerState, verdict: Verdict) -> None:
         """The span of the victims' failures, merged with the attack it continues."""
@@ -918,6 +927,12 @@ def _enter(entered: dict[str, float], account: str, t: float, since: float) -> N
     entered[account] = t
     if len(entered) > EntityState.MAX_ATTEMPTS:
         del entered[next(iter(entered))]
+
+
+def _hold(state: StrangerState, account: str, failure: StrangerFailure) -> None:
+    """Put a stranger's failure on an account among the pending ones, in time order."""
+    state.pending = dict(sorted({**state.pending, account: failure}.items(),
+                                key=lambda item: item[1].t))
 
 
 def _owner_got_in(failure: StrangerFailure, obs: Observation, stranger: bool) -> bool:

@@ -722,6 +722,26 @@ class TestSpreadStuffing:
         assert flag.evidence["failed_from"] == tried["cold-abroad"].country
         assert "first login since came from US" in flag.reasons[1]
 
+    def test_an_unseen_account_failed_from_two_devices_is_flagged_at_once(self):
+        # "cold-rotated" had no login before the attack, which tried it from two fingerprints:
+        # not one owner on a new device, whatever country the owner turns out to live in.
+        # "cold-owner" fails on a phone and a laptop, then gets in on the laptop at home.
+        rng = random.Random(42)
+        attack = spread_attack(rng, self.victims, self.start)
+        t = self.start + 30 * MINUTE
+        events = [*owners_at_home(self.victims, DAY), *attack,
+                  login("cold-rotated", t, ip="51.9.1.7", device="fp-r1", success=False),
+                  login("cold-rotated", t + 40, ip="177.4.2.9", device="fp-r2", success=False),
+                  login("cold-owner", t, ip="172.58.3.9", device="phone", success=False),
+                  login("cold-owner", t + 60, ip="96.8.4.30", device="laptop", success=False),
+                  login("cold-owner", t + 3 * MINUTE, ip="96.8.4.30", device="laptop"),
+                  *ordinary_users(rng, self.start, 3)]
+        flags = replay(events)
+        assert set(flags) == {*self.victims, "cold-rotated"}
+        flag = flags["cold-rotated"][0]
+        assert flag.ts < "2026-11-04T06"  # during the attack, not at a later owner's login
+        assert "credential stuffing spread" in flag.reasons[0]
+
     def test_where_many_accounts_always_fail_from_new_places_the_usual_count_is_learned(self):
         # 3 accounts an hour fail from a new device, network and country and never get in,
         # for 3 days (a population that forgets passwords on trips): 18 in any 6 h
