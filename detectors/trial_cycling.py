@@ -95,8 +95,9 @@ PLAIN_STEM_STRENGTH = 0.3
 # surname) or a series across providers needs another link.
 SERIES_GAP = 5
 SERIES_STRENGTH = 0.6
-# One device and one home IP and nothing else: the signature of a household (a family on one
-# computer), which only a larger ring outweighs.
+# One device and one home IP and nothing else but a name: the signature of a household (a family
+# on one computer, sharing a surname: "j.ferrari" and "jferrari26"), which only a larger ring
+# outweighs. A name counted up in a series is one person's, not a family's.
 HOUSEHOLD = frozenset({"dev", "ip", "net"})
 HOUSEHOLD_DISCOUNT = 0.6
 _DESCRIBE = {
@@ -266,7 +267,8 @@ class TrialCycling(DetectorBase):
         links: dict[str, list[tuple[str, float]]] = {}  # account -> [(key kind, strength)]
         boosted: set[str] = set()  # accounts linked through throwaway addresses on both sides
         their_keys: dict[str, list[str]] = {}
-        series: set[str] = set()  # accounts in a numbered series with this signup
+        series: set[str] = set()  # accounts in a numbered series that stands alone
+        counted: set[str] = set()  # accounts in a numbered series with this signup
         stem = email_stem(event.email)
         number = _address_number(event.email)
         for verdict in verdicts:
@@ -277,6 +279,7 @@ class TrialCycling(DetectorBase):
             strength = _key_strength(kind, evidence)
             if kind == "stem":
                 in_series = _series(number, evidence["candidates"])
+                counted |= in_series
                 series.update(_standalone(evidence, in_series, mailbox(event.email)))
                 series_strength = _series_strength(evidence, len(in_series))
                 strength = _stem_strength(stem or "", event.email, strength)
@@ -291,7 +294,8 @@ class TrialCycling(DetectorBase):
                 links.setdefault(account, []).append((kind, link))
         ring, support = {}, {}
         for account, parts in links.items():
-            linked = self._link(parts, disposable, account in boosted or account in series)
+            linked = self._link(parts, disposable, account in boosted or account in series,
+                                account in counted)
             if linked is not None:
                 ring[account] = linked
             elif {kind for kind, _ in parts} <= WEAK:
@@ -299,19 +303,21 @@ class TrialCycling(DetectorBase):
         return ring, links, their_keys, support
 
     def _link(self, parts: list[tuple[str, float]], no_household: bool,
-              boosted: bool) -> float | None:
+              boosted: bool, counted: bool = False) -> float | None:
         """Combine the shared keys of two accounts into one link strength (None: too weak).
 
         ``no_household``: the device + IP pattern cannot be a family here (throwaway email).
         ``boosted``: a weak kind of link that stands alone here (throwaway addresses on both
         sides, or a numbered series of one stem).
-        A household-shaped link (one device, one IP, nothing else) is discounted but kept as a
-        weak ring member, even when a crowded IP (carrier NAT) adds almost nothing to it: a
-        family stays small, a ring on one device keeps growing.
+        ``counted``: the two addresses count up one name (a series), which no family does.
+        A household-shaped link (one device, one IP, at most a name not counted up) is
+        discounted but kept as a weak ring member, even when a crowded IP (carrier NAT) adds
+        almost nothing to it: a family stays small, a ring on one device keeps growing.
         """
         linked = 1.0 - _miss(strength for _, strength in parts)
         kinds = {kind for kind, _ in parts}
-        if "dev" in kinds and "ip" in kinds and kinds <= HOUSEHOLD and not no_household:
+        household = kinds <= HOUSEHOLD or (kinds - {"stem"} <= HOUSEHOLD and not counted)
+        if "dev" in kinds and "ip" in kinds and household and not no_household:
             linked = max(linked * HOUSEHOLD_DISCOUNT, self.min_link)
         # a link crowded to almost nothing (a campus /24) corroborates nothing
         weight = {kind for kind, strength in parts if strength >= MIN_CORROBORATION}
@@ -326,6 +332,7 @@ class TrialCycling(DetectorBase):
                 owners.setdefault(key, []).append(account)
         pairs: dict[tuple[str, str], list[tuple[str, float]]] = {}
         standalone: set[tuple[str, str]] = set()  # pairs in a series that stands on its own
+        counted: set[tuple[str, str]] = set()  # pairs in a series
         for verdict in verdicts:
             evidence = verdict.evidence
             if evidence["hop"] != 2:
@@ -347,11 +354,14 @@ class TrialCycling(DetectorBase):
                         pairs.setdefault((member, account), []).append((kind, link))
                         if account in alone:
                             standalone.add((member, account))
+                        if account in in_series:
+                            counted.add((member, account))
         via: dict[str, float] = {}
         for (member, account), parts in pairs.items():
             # one hop on, a series stands alone only where it would have at the member's own
             # signup: a namesake of the member's is not one of this signup's
-            linked = self._link(parts, False, (member, account) in standalone)
+            linked = self._link(parts, False, (member, account) in standalone,
+                                (member, account) in counted)
             if linked is not None:
                 via[account] = max(via.get(account, 0.0), min(ring[member], linked))
         return via

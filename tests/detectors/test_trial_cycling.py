@@ -280,6 +280,18 @@ def test_family_on_one_device_and_home_ip_with_one_payer_is_quiet(payer):
     assert replay(events + BYSTANDERS) == {}
 
 
+@pytest.mark.parametrize(("second", "ring"), [
+    ("jferrari26@hotmail.com", False),  # Julia after Jorge: one surname, one initial
+    ("j.ferrari3@gmail.com", True),  # j.ferrari2 then 3: one person counting up
+])
+def test_a_name_on_one_home_computer_is_a_family_unless_counted_up(second, ring):
+    first = "j.ferrari2@gmail.com" if ring else "j.ferrari@gmail.com"
+    events = [signup("fe-1", 0.0, email=first, ip="88.102.15.240", device="d-fe1", country="ES"),
+              signup("fe-2", 12 * HOUR, email=second, ip="88.102.15.240", device="d-fe1",
+                     country="ES")]
+    assert flagged(replay(events + BYSTANDERS)) == ({"fe-1", "fe-2"} if ring else set())
+
+
 def test_trials_that_convert_then_another_trial_on_the_same_device_is_quiet():
     events = [
         signup("lap-1", 0.0, email="noah.becker@gmail.com", ip="92.117.4.30", device="d-lap9"),
