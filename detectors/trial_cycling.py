@@ -8,9 +8,10 @@ recent accounts seen on it), so accounts on different partitions meet at the key
 How much one shared attribute says depends on what it is and how common it is: a mailbox or
 card is nearly an identity, a device strong, an IP weak and a subnet weaker still. A key that
 many accounts share (an office NAT, a campus /24, a common name) or whose accounts converted to
-paying customers (a family computer) counts for less. Per earlier account the links are combined
-by noisy-OR into a link strength; accounts linked strongly enough form the ring, and the ring's
-combined strength is the score. Disposable email domains on both sides make network links count.
+paying customers (a family computer; on a name, paying namesakes only crowd it) counts for less.
+Per earlier account the links are combined by noisy-OR into a link strength; accounts linked
+strongly enough form the ring, and the ring's combined strength is the score. Disposable email
+domains on both sides make network links count.
 
 Numbered addresses are read as a series: ``agreen1``, ``agreen2``, ``agreen5`` count up one name
 (numbers within a few of each other), where strangers who share a name pick numbers far apart.
@@ -553,8 +554,14 @@ def _key_strength(kind: str, evidence: Mapping[str, Any]) -> float:
 def _discounted(strength: float, evidence: Mapping[str, Any], crowd: int | None,
                 crowded_by: int) -> float:
     """``strength`` less the key's converted accounts and ``crowded_by`` accounts beyond
-    ``crowd``."""
+    ``crowd``.
+
+    Converted accounts discount what people share (a family computer, a card, an office
+    network); on a name they are namesakes, who only crowd it: someone else called Morgan
+    Perez paying says nothing of morgan.perez1, 2 and 3.
+    """
     on_key = evidence["accounts_on_key"]
-    unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key else 1.0
+    shared = evidence["kind"] != "stem"
+    unconverted = 1.0 - evidence["converted_on_key"] / on_key if on_key and shared else 1.0
     crowding = min(1.0, crowd / crowded_by) if crowd and crowded_by else 1.0
     return strength * unconverted * crowding

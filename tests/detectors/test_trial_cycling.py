@@ -219,6 +219,16 @@ class TestRings:
         assert flagged(flags) == {"mm-4", "mm-5", "mm-6", "mate"}
         assert {"mm-4", "mm-5", "mm-6"} <= set(flags["mate"][-1].related_accounts)
 
+    def test_a_paying_namesake_does_not_weaken_a_numbered_series(self):
+        # morganperez@gmail.com is a customer; morgan.perez1..3 count up from one /24 in 13 h
+        owner = [signup("mp-owner", 10 * HOUR, email="morganperez@gmail.com",
+                        ip="90.36.192.41", device="d-mpo", plan="free"),
+                 purchase("mp-owner", 30 * HOUR)]
+        ring = [signup(f"mp-{n}", 71 * HOUR + n * 6 * HOUR, email=f"morgan.perez{n}@gmail.com",
+                       ip=f"27.212.225.{4 + 30 * n}", device=f"d-mp{n}", country="SG")
+                for n in (1, 2, 3)]
+        assert flagged(replay([*owner, *ring, *BYSTANDERS])) == {"mp-1", "mp-2", "mp-3"}
+
     def test_an_account_weakly_linked_to_two_ring_members_joins_the_ring(self):
         # "solo" shares only a name with ring member dev-2 (not a series: 90 and 6) and, later,
         # only an IP with the signup that flags the ring: two weak links closing a triangle.
