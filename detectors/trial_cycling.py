@@ -317,7 +317,7 @@ class TrialCycling(DetectorBase):
         """
         linked = 1.0 - _miss(strength for _, strength in parts)
         kinds = {kind for kind, _ in parts}
-        household = kinds <= HOUSEHOLD or (kinds - {"stem"} <= HOUSEHOLD and not counted)
+        household = kinds - {"stem"} <= HOUSEHOLD and not counted
         if "dev" in kinds and "ip" in kinds and household and not no_household:
             linked = max(linked * HOUSEHOLD_DISCOUNT, self.min_link)
         # a link crowded to almost nothing (a campus /24) corroborates nothing
