@@ -17,9 +17,11 @@ Numbered addresses are read as a series: ``agreen1``, ``agreen2``, ``agreen5`` c
 (numbers within a few of each other), where strangers who share a name pick numbers far apart.
 A series of a distinctive name at one free-mail provider is a link on its own; at a company or a
 university (which number their namesakes) or on a short name it needs another link; one hop
-on, a ring member's series stands as it stood at the member's own signup. Accounts linked only
-weakly (a name, an IP) are not ring members, but add one piece of evidence, and join the ring
-when they also share a key with one of its members (a closed triangle).
+on, a ring member's series stands as it stood at the member's own signup. A burst stands on its
+own too: one distinctive name three times at one free-mail provider within a few dozen trial
+signups, whatever the numbers (counted in signups, so it means the same at any volume). Accounts
+linked only weakly (a name, an IP) are not ring members, but add one piece of evidence, and join
+the ring when they also share a key with one of its members (a closed triangle).
 
 Examples
 --------
@@ -35,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -96,6 +99,17 @@ PLAIN_STEM_STRENGTH = 0.3
 # surname) or a series across providers needs another link.
 SERIES_GAP = 5
 SERIES_STRENGTH = 0.6
+# A distinctive name on three unconverted trial accounts at one free-mail provider, with at
+# most this many trial signups between the first and the last, is one person's: a name even one
+# signup in a thousand has turns up twice more that close about once in 3,000 times. Counting
+# signups, not hours, keeps this right at any volume: a day at 5,000 accounts is minutes at
+# 50,000 (where namesakes within a day are common: measured, four times this many signups
+# already let them in).
+NAME_BURST_SIGNUPS = 25
+NAME_BURST_ACCOUNTS = 3
+# The trial signups' times: one key every trial signup passes, holding the most recent.
+SIGNUPS_KEY = "signups"
+RECENT_SIGNUPS = 32  # more than NAME_BURST_SIGNUPS: a burst is always seen whole
 # One device and one home IP and nothing else but a name: the signature of a household (a family
 # on one computer, sharing a surname: "j.ferrari" and "jferrari26"), which only a larger ring
 # outweighs. A name counted up in a series is one person's, not a family's.
@@ -121,6 +135,17 @@ class KeyState(msgspec.Struct):
     @property
     def kind(self) -> str:
         return self.key.split(":", 1)[0]
+
+
+class SignupTimes(msgspec.Struct):
+    """When the most recent trial signups happened (sorted), to count signups between two."""
+
+    key: str
+    times: list[float] = msgspec.field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.key
 
 
 class TrialCycling(DetectorBase):
@@ -164,21 +189,26 @@ class TrialCycling(DetectorBase):
     def keys(self, obs: Observation) -> Sequence[str]:
         event = obs.event
         if event.kind == "signup":
-            return _link_keys(event.email, event.card_fingerprint, event.device_id, event.ip)
+            links = _link_keys(event.email, event.card_fingerprint, event.device_id, event.ip)
+            return (*links, SIGNUPS_KEY) if event.plan in _TRIAL_PLANS else links
         profile = obs.profile
         if event.kind == "purchase" and profile.plan in _TRIAL_PLANS and not profile.converted:
             # A conversion: the keys of this account learn it became a paying customer.
             return _link_keys(profile.email, profile.card, profile.device_id, profile.signup_ip)
         return ()
 
-    def new_state(self, key: str) -> KeyState:
-        return KeyState(key=key)
+    def new_state(self, key: str) -> KeyState | SignupTimes:
+        return SignupTimes(key=key) if key == SIGNUPS_KEY else KeyState(key=key)
 
-    def expired(self, state: KeyState, now: float) -> bool:
+    def expired(self, state: KeyState | SignupTimes, now: float) -> bool:
+        if isinstance(state, SignupTimes):
+            return not state.times or state.times[-1] < now - self.window_days * DAY
         return not state.rows or state.rows[-1][1] < now - self.window_days * DAY
 
     # -- scoring ------------------------------------------------------------------------
-    def score_one(self, state: KeyState, obs: Observation) -> Verdict | None:
+    def score_one(self, state: KeyState | SignupTimes, obs: Observation) -> Verdict | None:
+        if isinstance(state, SignupTimes):
+            return _recent_signups(state, obs)
         return self._earlier_on_key(state, obs, hop=1)
 
     def probe_one(self, state: KeyState, obs: Observation) -> Verdict | None:
@@ -198,22 +228,26 @@ class TrialCycling(DetectorBase):
         candidates = [r for r in earlier if r[2] in _TRIAL_PLANS and (r[3] is None or r[3] > obs.t)]
         if not candidates:
             return None
-        return Verdict(
-            score=0.0,
-            reasons=(),
-            evidence={
-                "hop": hop,
-                "key": state.key,
-                "kind": state.kind,
-                "accounts_on_key": len(earlier),
-                "converted_on_key": len(earlier) - len(candidates),
-                "candidates": [(r[0], bool(r[4]), r[5]) for r in candidates[-32:]],
-            },
-        )
+        evidence = {
+            "hop": hop,
+            "key": state.key,
+            "kind": state.kind,
+            "accounts_on_key": len(earlier),
+            "converted_on_key": len(earlier) - len(candidates),
+            "candidates": [(r[0], bool(r[4]), r[5]) for r in candidates[-32:]],
+        }
+        if state.kind == "stem":
+            evidence["signed_up"] = {r[0]: r[1] for r in candidates[-32:]}
+        return Verdict(score=0.0, reasons=(), evidence=evidence)
 
-    def learn_one(self, state: KeyState, obs: Observation, verdict: Verdict | None) -> None:
+    def learn_one(self, state: KeyState | SignupTimes, obs: Observation,
+                  verdict: Verdict | None) -> None:
         # Linking records every signup, flagged or not: a ring's next account must meet it.
         event = obs.event
+        if isinstance(state, SignupTimes):
+            insort(state.times, obs.t)
+            del state.times[:-4 * RECENT_SIGNUPS]  # a few minutes' disorder fits in the rest
+            return
         if event.kind == "purchase":
             for row in state.rows:
                 if row[0] == event.account_id and row[3] is None:
@@ -222,7 +256,7 @@ class TrialCycling(DetectorBase):
         if any(row[0] == event.account_id for row in state.rows):
             return  # a second signup event for one account adds nothing
         disposable = is_disposable(event.email, self.disposable_domains)
-        keys = list(self.keys(obs))
+        keys = [key for key in self.keys(obs) if key != SIGNUPS_KEY]
         state.rows.append([event.account_id, obs.t, event.plan,
                            obs.t if event.plan == "paid" else None, disposable, keys])
         since = obs.t - self.window_days * DAY
@@ -230,7 +264,7 @@ class TrialCycling(DetectorBase):
 
     def probe_keys(self, obs: Observation, verdicts: list[Verdict]) -> Sequence[str]:
         """The other keys of the accounts this signup links to: the ring's next hop."""
-        ring, _, their_keys, support = self._direct(obs, verdicts)
+        ring, _, their_keys, support, _ = self._direct(obs, verdicts)
         if not ring:
             return ()
         own = set(self.keys(obs))
@@ -243,7 +277,7 @@ class TrialCycling(DetectorBase):
     def combine(self, obs: Observation, verdicts: list[Verdict]) -> Verdict | None:
         event = obs.event
         disposable = is_disposable(event.email, self.disposable_domains)
-        ring, links, their_keys, support = self._direct(obs, verdicts)
+        ring, links, their_keys, support, burst = self._direct(obs, verdicts)
         if not ring:
             return None
         via = self._second_hop(obs, verdicts, ring, their_keys)
@@ -259,7 +293,9 @@ class TrialCycling(DetectorBase):
         score = 1.0 - miss
         if score < self.threshold:
             return None
-        return self._verdict(obs, score, ring, links, members, support, disposable)
+        return self._verdict(obs, score, disposable, ring=ring, links=links, members=members,
+                             support=support,
+                             burst={a: n for a, n in burst.items() if a in ring})
 
     def _direct(self, obs: Observation, verdicts: list[Verdict]):
         """Earlier accounts linked to this signup strongly enough to be in its ring."""
@@ -270,24 +306,29 @@ class TrialCycling(DetectorBase):
         their_keys: dict[str, list[str]] = {}
         series: set[str] = set()  # accounts in a numbered series that stands alone
         counted: set[str] = set()  # accounts in a numbered series with this signup
+        bursts: dict[str, int] = {}  # accounts in a burst of this name: signups since each
         stem = email_stem(event.email)
         number = _address_number(event.email)
+        times = _signup_times(verdicts)
         for verdict in verdicts:
             evidence = verdict.evidence
-            if evidence["hop"] != 1:
+            if evidence["hop"] != 1 or evidence["kind"] == SIGNUPS_KEY:
                 continue
             kind = evidence["kind"]
             strength = _key_strength(kind, evidence)
             if kind == "stem":
                 in_series = _series(number, evidence["candidates"])
-                counted |= in_series
-                series.update(_standalone(evidence, in_series, mailbox(event.email)))
-                series_strength = _series_strength(evidence, len(in_series))
+                burst = _name_burst(evidence, times, mailbox(event.email))
+                bursts.update(burst)
+                one_name = in_series | burst.keys()  # one person's addresses
+                counted |= one_name
+                series.update(_standalone(evidence, in_series, mailbox(event.email)) | burst.keys())
+                series_strength = _series_strength(evidence, len(one_name))
                 strength = _stem_strength(stem or "", event.email, strength)
             for account, other_disposable, keys in evidence["candidates"]:
                 their_keys[account] = keys
                 link = strength  # per candidate: a boost for one must not leak to the next
-                if kind == "stem" and account in in_series:
+                if kind == "stem" and account in one_name:
                     link = series_strength
                 if disposable and other_disposable and kind in DISPOSABLE_STRENGTH:
                     boosted.add(account)
@@ -301,7 +342,7 @@ class TrialCycling(DetectorBase):
                 ring[account] = linked
             elif {kind for kind, _ in parts} <= WEAK:
                 support[account] = min(1.0 - _miss(s for _, s in parts), MAX_SUPPORT)
-        return ring, links, their_keys, support
+        return ring, links, their_keys, support, bursts
 
     def _link(self, parts: list[tuple[str, float]], no_household: bool,
               boosted: bool, counted: bool = False) -> float | None:
@@ -367,7 +408,8 @@ class TrialCycling(DetectorBase):
                 via[account] = max(via.get(account, 0.0), min(ring[member], linked))
         return via
 
-    def _verdict(self, obs, score, ring, links, members, support, disposable) -> Verdict:
+    def _verdict(self, obs, score, disposable, *, ring, links, members, support,
+                 burst) -> Verdict:
         event = obs.event
         keys_of = dict(zip(_kinds(), _link_values(event), strict=True))
         related = tuple(sorted(members, key=lambda a: (-members[a], a)))
@@ -384,6 +426,10 @@ class TrialCycling(DetectorBase):
         if indirect:
             reasons.append(f"linked through them to {indirect} more unconverted trial "
                            f"account{'s' if indirect > 1 else ''}")
+        if burst:
+            reasons.append(f"{len(burst) + 1} addresses of one name at "
+                           f"{email_domain(event.email)} among {max(burst.values()) + 2} "
+                           "consecutive trial signups: strangers' names do not bunch up like that")
         if support:
             reasons.append(f"weaker links (a shared name, IP or subnet alone) to {len(support)} "
                            f"more unconverted trial account{'s' if len(support) > 1 else ''}")
@@ -398,6 +444,7 @@ class TrialCycling(DetectorBase):
                 "link_strength": {a: round(members[a], 3) for a in related},
                 "direct_links": len(ring),
                 "weak_links": {a: round(support[a], 3) for a in sorted(support)},
+                "name_burst": dict(sorted(burst.items())),  # account: trial signups since
                 "shared": {kind: {"value": keys_of[kind], "accounts": accts}
                            for kind, accts in shared.items()},
                 "plan": event.plan,
@@ -429,6 +476,45 @@ def _triangles(verdicts: list[Verdict], members: Mapping[str, float],
             if {kind for kind, _ in links[account]} != {"net"}:
                 joined[account] = support[account]
     return joined
+
+
+def _recent_signups(state: SignupTimes, obs: Observation) -> Verdict | None:
+    """The latest trial signups up to this one's time (by event time, not arrival, as on every
+    key)."""
+    end = bisect_right(state.times, obs.t)
+    if not end:
+        return None
+    times = state.times[max(0, end - RECENT_SIGNUPS):end]
+    return Verdict(score=0.0, reasons=(),
+                   evidence={"hop": 1, "key": state.key, "kind": state.key, "times": times})
+
+
+def _signup_times(verdicts: list[Verdict]) -> list[float]:
+    return next((v.evidence["times"] for v in verdicts
+                 if v.evidence["kind"] == SIGNUPS_KEY), [])
+
+
+def _name_burst(evidence: Mapping[str, Any], times: list[float],
+                own: str | None) -> dict[str, int]:
+    """Accounts that, with this signup, make a burst of one distinctive name at one free-mail
+    provider (each with the trial signups since it): at least NAME_BURST_ACCOUNTS accounts with
+    at most NAME_BURST_SIGNUPS trial signups between. Strangers sign up at a free-mail provider
+    independently of each other; at a company or university they come in cohorts (a class, a
+    team), so namesakes there cluster in time, and across providers they are left to the other
+    links.
+
+    ``times`` are the latest trial signups before this one; an account older than all of them
+    is more than RECENT_SIGNUPS signups back.
+    """
+    domain = email_domain(own or "")
+    if domain not in FREE_MAIL_DOMAINS or len(evidence["key"].split(":", 1)[1]) < DISTINCTIVE_STEM:
+        return {}
+    signed_up = evidence["signed_up"]
+    since = {account: len(times) - bisect_right(times, signed_up[account])
+             for account, _, keys in evidence["candidates"]
+             if email_domain(_keys_mailbox(keys) or "") == domain}
+    near = {account: n for account, n in since.items() if n <= NAME_BURST_SIGNUPS}
+    return near if len(near) + 1 >= NAME_BURST_ACCOUNTS else {}
 
 
 def _miss(strengths: Iterable[float]) -> float:

@@ -76,6 +76,18 @@ BYSTANDERS = [
 BYSTANDER_IDS = {e.account_id for e in BYSTANDERS}
 
 
+def background(hours: float, per_hour: float, *, seed: int = 5) -> list:
+    """Strangers' trial signups, evenly spread: ``per_hour`` 4 is a SaaS with 5,000 accounts
+    (about 100 trials a day), 150 one with 50,000 accounts over four days. Each has its own
+    name, device and address, so they link to nothing; they only set how many signups pass."""
+    rng = random.Random(seed)
+    count = int(hours * per_hour)
+    return [signup(f"bg-{i}", i * HOUR / per_hour + 1.0,
+                   email="".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=12)) + "@mail.com",
+                   ip=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                   device=f"d-bg{i}") for i in range(count)]
+
+
 # -- abuse ----------------------------------------------------------------------------------
 class TestRings:
     def test_four_trials_on_one_device_over_three_days(self):
@@ -408,17 +420,20 @@ def test_a_ring_members_namesake_is_not_pulled_in():
 
 
 def test_the_plain_name_is_not_pulled_into_a_numbered_ring():
-    # kevin.garcia2..5 count up from one subnet; kevin_garcia, elsewhere, is the name's owner.
+    # kevin.garcia2..5 count up from one subnet; kevin_garcia, elsewhere and 14 hours (56
+    # signups) after all but one of them, is the name's owner.
     ring = [signup(f"kg-{n}", n * 9 * HOUR, email=f"kevin.garcia{n}@gmail.com",
                    ip=f"70.6.109.{30 + n}", device=f"d-kg{n}") for n in (2, 3, 4, 5)]
     owner = signup("kg-plain", 50 * HOUR, email="kevin_garcia@gmail.com", ip="179.102.190.138",
                    device="d-kgp")
-    assert flagged(replay([*ring, owner, *BYSTANDERS])) == {"kg-2", "kg-3", "kg-4", "kg-5"}
+    flags = replay([*ring, owner, *background(51, per_hour=4)])
+    assert flagged(flags) == {"kg-2", "kg-3", "kg-4", "kg-5"}
 
 
 def test_two_namesakes_at_one_provider_are_quiet():
     # charles_bianchi and charlesbianchi04 at gmail, plus a stranger on the same subnet later:
-    # a pair of namesakes and a weak link do not make a ring.
+    # a pair of namesakes and a weak link do not make a ring. charlesbianchi06 comes 40
+    # signups after 04 but 160 after the plain name: not one burst of three.
     events = [signup("cb-plain", 0.0, email="charles_bianchi@gmail.com", ip="23.44.55.180",
                      device="d-cb1", card="card_f68c"),
               signup("cb-04", 30 * HOUR, email="charlesbianchi04@gmail.com", ip="24.48.133.88",
@@ -427,7 +442,36 @@ def test_two_namesakes_at_one_provider_are_quiet():
                      device="d-cb3"),
               signup("near", 41 * HOUR, email="olga.m@yandex.ru", ip="91.8.7.6",
                      device="d-n1")]
-    assert replay(events + BYSTANDERS) == {}
+    assert replay(events + background(42, per_hour=4)) == {}
+
+
+def test_a_burst_of_one_name_at_one_provider_is_one_person():
+    # Three addresses of one name at outlook in three hours, nothing else shared, with 12
+    # strangers signing up meanwhile: a name even one signup in a thousand has does not turn
+    # up three times that close. The numbers (a birth year, then 7 and 6) do not matter.
+    names = [("nb-90", "ninabianchi90"), ("nb-7", "ninabianchi7"), ("nb-6", "ninabianchi6")]
+    ring = [signup(account, 20 * HOUR + i * 1.5 * HOUR, email=f"{name}@outlook.com",
+                   ip=f"78.102.{40 + i}.{15 + i}", device=f"d-nb{i}", country="FR")
+            for i, (account, name) in enumerate(names)]
+    flags = replay(ring + background(24, per_hour=4))
+    assert flagged(flags) == {"nb-90", "nb-7", "nb-6"}
+    last = flags["nb-6"][-1]
+    assert set(last.related_accounts) == {"nb-90", "nb-7"}
+    assert last.evidence["name_burst"] == {"nb-7": 6, "nb-90": 13}  # trial signups since
+    assert ("3 addresses of one name at outlook.com among 15 consecutive trial signups: "
+            "strangers' names do not bunch up like that") in last.reasons
+
+
+@pytest.mark.parametrize("per_hour", [4, 150])
+def test_namesakes_at_one_provider_many_signups_apart_are_quiet(per_hour):
+    # jferrari44, 12 and 63 at gmail over 18 hours. At 150 signups an hour (50,000 accounts)
+    # thousands of strangers sign up between them, and among thousands a common name meets
+    # itself. At 4 an hour (5,000 accounts) they are 72 signups apart: not one burst either.
+    events = [signup(f"jf-{n}", t * HOUR, email=f"jferrari{n}@gmail.com", ip=ip,
+                     device=f"d-jf{n}", country="IT")
+              for n, t, ip in [(44, 3.5, "98.109.122.108"), (12, 9.4, "70.214.98.248"),
+                               (63, 21.8, "24.48.186.147")]]
+    assert replay(events + background(22, per_hour=per_hour)) == {}
 
 
 def test_namesakes_numbered_by_their_university_are_quiet():
