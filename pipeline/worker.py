@@ -389,6 +389,7 @@ class DetectStage:
         self.admin = None
         self.purged_at = time.monotonic()
         self.fatal: Exception | None = None
+        self.detection_failed: Exception | None = None  # then no checkpoint may follow
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
         self.received_chunks = 0
         self.out_of_turn = 0  # sequenced records dropped to be read in turn (see receive)
@@ -569,7 +570,12 @@ class DetectStage:
             if self.stage is None:
                 return
             await self._flush()
-            await self._checkpoint()
+            if self.detection_failed is None:
+                await self._checkpoint()
+            else:
+                log.error("no checkpoint: detection failed part-way through an event; a "
+                          "restart runs the events since the last checkpoint again",
+                          extra={"error": repr(self.detection_failed)})
             for sink in self.sinks:
                 sink.close()
             if self.parts_consumer is not None:
@@ -590,7 +596,18 @@ class DetectStage:
                 await self.admin.close()
 
     async def receive(self, event) -> None:
-        """One chunk from the agent; detection runs when ``step`` next comes round."""
+        """One chunk from the agent; detection runs when ``step`` next comes round.
+
+        An error here (a detector that raises, met in the backpressure loop) would kill only
+        faust's agent: no more chunks, and detection stalled with the worker up. It is kept
+        for ``step``, which raises it, and the worker stops with it.
+        """
+        try:
+            await self._receive(event)
+        except Exception as error:
+            self.fatal = self.fatal or error
+
+    async def _receive(self, event) -> None:
         async with self.lock:
             stage, record = self.stage, event.message
             if stage is None or record.offset != stage.next_offset:
@@ -630,7 +647,13 @@ class DetectStage:
             limit = RELEASE_PER_STEP
             if self.parts_consumer is not None:  # only what every key shard has covered
                 limit = min(limit, await self._read_parts(stage))
-            flags = stage.advance(limit=limit)
+            try:
+                flags = stage.advance(limit=limit)
+            except Exception as error:
+                # The engine's state is part-way through an event: checkpointing it would skip
+                # that event on restart. Without, a restart runs the same events again.
+                self.detection_failed = error
+                raise
             now = time.monotonic()
             self._emit(flags)
             self._observe(stage, stage.released - before)
@@ -900,8 +923,8 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         failed = [t for t in done if t is not stopped and t.exception() is not None]
         if failed:
             error = failed[0].exception()
-            log.error("worker stage failed", extra={"stage": failed[0].get_name(),
-                                                    "error": repr(error)})
+            log.error("worker stage failed", exc_info=error,
+                      extra={"stage": failed[0].get_name(), "error": repr(error)})
             stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         return 1 if failed else 0

@@ -761,6 +761,44 @@ def test_a_crashed_faust_app_stops_detection_with_its_reason():
         asyncio.run(stage.step())
 
 
+def test_a_detector_that_raises_stops_the_worker_without_a_checkpoint(monkeypatch):
+    """A detector that raises (a bug, or input it cannot take) stops the worker with the
+    error. Met in the agent's backpressure loop, it killed only faust's agent: no more chunks,
+    and detection stalled with the worker up. Nothing is checkpointed past it: a restart runs
+    the same events again (and stops again, loudly, until the detector is fixed)."""
+    import pipeline.worker as worker
+    from detectors import build
+    from detectors.testing import make_event
+    from pipeline.engine import Engine
+    from pipeline.sequencing import DetectionStage, build_chunk, encode_chunk
+    from schemas import encode_event
+
+    def broken(*_):
+        raise ValueError("a detector bug")
+
+    detectors = build(["login_frequency"])
+    monkeypatch.setattr(detectors[0], "score_one", broken)
+    monkeypatch.setattr(worker, "MAX_BUFFERED", 1)  # the agent itself runs detection
+    detect = detect_stage(0.0)
+    detect.stage = DetectionStage(Engine(detectors), lateness=0.0)
+    detect.stage.next_offset = 0
+    logins = [(encode_event(make_event("login", account_id=f"a{n}", t=float(n),
+                                       event_id=f"e{n}")), n, 0) for n in range(3)]
+    chunk = encode_chunk(build_chunk("events.login:0", logins, max_t=10.0, caught_up=True,
+                                     expected=["events.login:0"]))
+    asyncio.run(detect.receive(_Event(0, chunk)))  # the agent lives on, and takes no more
+    with pytest.raises(ValueError, match="a detector bug"):
+        asyncio.run(detect.step())  # the worker's own loop: the worker stops with it
+    checkpoints = []
+
+    async def checkpoint() -> None:
+        checkpoints.append(detect.stage.released)
+
+    monkeypatch.setattr(detect, "_checkpoint", checkpoint)
+    asyncio.run(detect.release())
+    assert checkpoints == [] and detect.stage is None
+
+
 def test_faust_topics_get_the_brokers_default_replication_factor(kafka_bootstrap):
     """faust cannot be told "the broker's default" (-1): the worker asks the broker."""
     from aiokafka.admin import AIOKafkaAdminClient
