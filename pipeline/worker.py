@@ -388,8 +388,7 @@ class DetectStage:
         self.app = None  # the faust app
         self.admin = None
         self.purged_at = time.monotonic()
-        self.fatal: Exception | None = None
-        self.detection_failed: Exception | None = None  # then no checkpoint may follow
+        self.fatal: Exception | None = None  # stops the worker; no checkpoint follows it
         self.unacked: list[Any] = []  # faust events fed since the last checkpoint
         self.received_chunks = 0
         self.out_of_turn = 0  # sequenced records dropped to be read in turn (see receive)
@@ -570,12 +569,13 @@ class DetectStage:
             if self.stage is None:
                 return
             await self._flush()
-            if self.detection_failed is None:
+            if self.fatal is None:
                 await self._checkpoint()
             else:
-                log.error("no checkpoint: detection failed part-way through an event; a "
-                          "restart runs the events since the last checkpoint again",
-                          extra={"error": repr(self.detection_failed)})
+                log.error("no checkpoint after a failure (detection may be part-way through "
+                          "an event): a restart runs the events since the last checkpoint "
+                          "again",
+                          extra={"error": repr(self.fatal)})
             for sink in self.sinks:
                 sink.close()
             if self.parts_consumer is not None:
@@ -604,7 +604,7 @@ class DetectStage:
         """
         try:
             await self._receive(event)
-        except Exception as error:
+        except Exception as error:  # (step has kept it already if detection raised it)
             self.fatal = self.fatal or error
 
     async def _receive(self, event) -> None:
@@ -652,7 +652,7 @@ class DetectStage:
             except Exception as error:
                 # The engine's state is part-way through an event: checkpointing it would skip
                 # that event on restart. Without, a restart runs the same events again.
-                self.detection_failed = error
+                self.fatal = error
                 raise
             now = time.monotonic()
             self._emit(flags)
