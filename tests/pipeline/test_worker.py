@@ -77,10 +77,14 @@ class Run:
             process.send_signal(signal.SIGTERM)
         for process, _ in running:
             try:
-                assert process.wait(timeout=60) == 0, f"worker exit {process.returncode}"
+                code = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # its log goes with tmp_path: keep it here
+                raise AssertionError(
+                    f"worker not stopped 60 s after SIGTERM\n{self.logs()}") from None
             finally:
                 if process.poll() is None:
                     process.kill()
+            assert code == 0, f"worker exit {code}\n{self.logs()}"
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:]
