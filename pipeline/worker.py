@@ -78,6 +78,10 @@ HEARTBEAT_SECONDS = 1.0  # each ingested partition reports its watermark at leas
 PURGE_SECONDS = 60.0  # how often the sequenced topic is trimmed up to the checkpoint
 SHARDS_WAIT_WARNING = 30.0  # s without progress from the key shards before a warning
 STALL_WARNING = 60.0  # s without the next sequenced record, later ones there, before a warning
+# s without the next sequenced record while later ones keep coming (dropped, out of turn)
+# before detection seeks back to it: faust fetched it while the partition was between owners
+# and will not deliver it again by itself
+STALL_REWIND = 10.0
 METADATA_MAX_AGE_MS = 10_000  # how often ingest looks for new partitions and topics
 END_OFFSETS_TIMEOUT = 5.0  # s; ingest goes on without fresh end offsets meanwhile
 STAGES = frozenset({"ingest", "detect", "shard"})
@@ -393,6 +397,8 @@ class DetectStage:
         self.received_chunks = 0
         self.out_of_turn = 0  # sequenced records dropped to be read in turn (see receive)
         self.stall = (-1, time.monotonic())  # the next offset, and since when it is awaited
+        self.ahead = 0  # sequenced records dropped for coming before the one awaited
+        self.ahead_at_stall = 0  # ``ahead`` when the wait (or the last rewind) began
         self.parts_consumer = None  # with key shards: their parts topic
         self.shards_waited_since = time.monotonic()
 
@@ -617,6 +623,8 @@ class DetectStage:
                 # the ones before them dropped while it was away; taking it would skip those
                 # when the consumer, reset to the checkpoint, delivers them again.
                 self.out_of_turn += 1
+                if stage is not None and record.offset > stage.next_offset:
+                    self.ahead += 1
                 return
             self._feed(stage, record)
             stage.next_offset = record.offset + 1
@@ -657,6 +665,7 @@ class DetectStage:
             now = time.monotonic()
             self._emit(flags)
             self._observe(stage, stage.released - before)
+            await self._rewind_if_stalled(stage)
             if self.pending_flags >= 5_000 or now - self.last_flush >= self.config.flush_seconds:
                 await self._flush()
             if now - self.last_checkpoint >= checkpoint_interval(self.config.checkpoint_seconds,
@@ -733,10 +742,33 @@ class DetectStage:
         now = time.monotonic()
         if offset >= end or offset != self.stall[0]:
             self.stall = (offset, now)
+            self.ahead_at_stall = self.ahead
         elif now - self.stall[1] >= STALL_WARNING:
             self.stall = (offset, now)
             log.warning("detection waits for a record of the sequenced topic", extra={
                 "offset": offset, "end": end, "out_of_turn": self.out_of_turn})
+
+    async def _rewind_if_stalled(self, stage: DetectionStage) -> None:
+        """Seek back to the next record when later ones have kept coming without it.
+
+        After a rebalance that hands the partition back to this worker, faust may have
+        fetched the next record while no stage was there to take it (receive dropped it) and
+        go on from the ones after: seen in CI, detection waited on it for good. A backward seek
+        is the kind that is safe while faust's fetcher holds records (see acquire).
+        """
+        offset, since = self.stall
+        if offset != stage.next_offset or self.ahead == self.ahead_at_stall \
+                or time.monotonic() - since < STALL_REWIND:
+            return
+        ours = [tp for tp in self.app.consumer.assignment()
+                if tp.topic == self.config.sequenced_topic]
+        if not ours:
+            return
+        log.warning("detection seeks back to the record it waits for", extra={
+            "offset": offset, "later_records_dropped": self.ahead - self.ahead_at_stall})
+        self.ahead_at_stall = self.ahead
+        self.stall = (offset, time.monotonic())
+        await self.app.consumer.seek(ours[0], offset)
 
     async def _flush(self) -> None:
         """Sinks first, then the flags topic: everything before the offset we checkpoint."""
